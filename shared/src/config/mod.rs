@@ -33,6 +33,8 @@ pub struct Config {
     pub validation: Limits,
     /// Logging.
     pub telemetry: TelemetryConfig,
+    /// The speed layer (`strata-speed`).
+    pub speed: SpeedConfig,
 }
 
 /// `[kafka]`: the broker, the topics and raw librdkafka options.
@@ -163,6 +165,50 @@ impl Default for TelemetryConfig {
         Self {
             log_level: "info".into(),
             log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[speed]`: the speed layer, Kafka → ClickHouse 1-minute rollups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeedConfig {
+    /// Kafka consumer group.
+    pub group_id: String,
+    /// Longest time a consumed event waits before its rollup is written.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Write a batch once it holds this many events (at most 1,000,000, so that one insert is
+    /// one ClickHouse block and one part).
+    pub max_batch_events: usize,
+    /// Batches waiting for ClickHouse before consumption pauses (the bounded buffer).
+    pub max_pending_batches: usize,
+    /// Duplicate event_ids are dropped when seen again within this many offsets of the same
+    /// partition (0 turns deduplication off). Deterministic, so it survives restarts.
+    pub dedup_window: u64,
+    /// Most series per metric; later series fold into one overflow series.
+    pub max_series_per_metric: usize,
+    /// Days of rollups kept; older ClickHouse partitions are dropped.
+    pub retention_days: u32,
+    /// Longest wait between two attempts to write to ClickHouse.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_backoff: Duration,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+}
+
+impl Default for SpeedConfig {
+    fn default() -> Self {
+        Self {
+            group_id: "strata-speed".into(),
+            flush_interval: Duration::from_millis(500),
+            max_batch_events: 500_000,
+            max_pending_batches: 2,
+            dedup_window: 100_000,
+            max_series_per_metric: 10_000,
+            retention_days: 90,
+            max_retry_backoff: Duration::from_secs(10),
+            listen: "127.0.0.1:9101".into(),
         }
     }
 }
@@ -346,6 +392,54 @@ impl Config {
             return Err(ConfigError::key(
                 "validation.max_message_bytes",
                 "must be between 128 and 16 MiB",
+            ));
+        }
+        let sp = &self.speed;
+        if sp.group_id.is_empty() {
+            return Err(ConfigError::key("speed.group_id", "must not be empty"));
+        }
+        if sp.flush_interval < Duration::from_millis(10)
+            || sp.flush_interval > Duration::from_secs(600)
+        {
+            return Err(ConfigError::key(
+                "speed.flush_interval",
+                "must be between 10ms and 10m",
+            ));
+        }
+        if !(1..=1_000_000).contains(&sp.max_batch_events) {
+            return Err(ConfigError::key(
+                "speed.max_batch_events",
+                "must be between 1 and 1000000 (one insert must stay one ClickHouse block)",
+            ));
+        }
+        if !(1..=64).contains(&sp.max_pending_batches) {
+            return Err(ConfigError::key(
+                "speed.max_pending_batches",
+                "must be between 1 and 64",
+            ));
+        }
+        if sp.max_series_per_metric == 0 {
+            return Err(ConfigError::key(
+                "speed.max_series_per_metric",
+                "must be at least 1",
+            ));
+        }
+        if sp.retention_days == 0 {
+            return Err(ConfigError::key(
+                "speed.retention_days",
+                "must be at least 1",
+            ));
+        }
+        if sp.max_retry_backoff < Duration::from_millis(100) {
+            return Err(ConfigError::key(
+                "speed.max_retry_backoff",
+                "must be at least 100ms",
+            ));
+        }
+        if sp.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::key(
+                "speed.listen",
+                format!("{:?} must be ip:port", sp.listen),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {

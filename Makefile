@@ -1,0 +1,57 @@
+# Strata's command interface. The two commands a newcomer needs: `make demo` and `make test`.
+# Both install and start every server they need (infra/stack.sh), on a fresh machine too.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+STACK := infra/stack.sh
+SERVICES := infra/services.sh
+
+.PHONY: help setup build up down run stop status demo test test-unit lint fmt clean-data
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+setup: ## install the servers, tools and build dependencies (idempotent)
+	$(STACK) install
+	$(CARGO) fetch
+
+build: ## build every binary (debug profile)
+	$(CARGO) build --workspace --bins
+
+up: ## start ClickHouse, SeaweedFS (S3) and the tansu broker on loopback; create topics
+	$(STACK) up
+
+down: stop ## stop the Strata services and every server `make up` started
+	$(STACK) down
+
+run: build ## start the Strata services in the background (logs in .strata/logs)
+	$(SERVICES) start
+
+stop: ## stop the Strata services and the demo generator
+	$(SERVICES) stop
+
+status: ## what is running
+	-$(STACK) status
+	$(SERVICES) status
+
+demo: up run ## the whole pipeline with live generated load
+	$(SERVICES) gen --live --events 0 --rate 2000 --series 500 --metrics 8 --duplicates 0.01 \
+		--late 0.01 --malformed 0.005 --format mixed --no-progress
+	@infra/demo-info.sh
+
+test: up ## start the stack, then build and run the whole test suite
+	$(CARGO) test --workspace --no-run
+	$(CARGO) test --workspace
+
+test-unit: ## only the tests that need no server
+	$(CARGO) test --workspace --lib --bins
+
+lint: ## formatting and clippy, as CI wants them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+clean-data: down ## stop everything and delete local server data (.strata/, keeps installs)
+	rm -rf .strata/seaweedfs .strata/clickhouse .strata/lake .strata/logs .strata/run

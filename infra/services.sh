@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Strata's own services in the background, for `make run` / `make stop` / `make demo`.
+#
+#   infra/services.sh start      start every service that is not running (binaries from target/)
+#   infra/services.sh stop       stop them (SIGTERM, then SIGKILL after 20 s) and the demo generator
+#   infra/services.sh status     one line per service
+#   infra/services.sh gen ARGS   start strata-gen in the background with ARGS (the demo's load)
+#
+# Logs go to $STRATA_HOME/logs/<service>.log, pids to $STRATA_HOME/run/<service>.pid.
+# Services join SERVICES as their layer lands: each entry is "name:binary args...".
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STRATA_HOME=${STRATA_HOME:-$ROOT/.strata}
+RUN=$STRATA_HOME/run
+LOGS=$STRATA_HOME/logs
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/${STRATA_PROFILE:-debug}
+
+SERVICES=(
+)
+
+log() { printf '[services] %s\n' "$*" >&2; }
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+launch() {
+  local name=$1; shift
+  if alive "$name"; then log "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
+  [ -x "$TARGET/$1" ] || { log "missing $TARGET/$1: run 'cargo build' first"; exit 1; }
+  mkdir -p "$RUN" "$LOGS"
+  (cd "$ROOT" && setsid "$TARGET/$1" "${@:2}" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid")
+  sleep 0.5
+  alive "$name" || { tail -20 "$LOGS/$name.log" >&2; log "$name exited at start (log: $LOGS/$name.log)"; exit 1; }
+  log "started $name (pid $(cat "$RUN/$name.pid"), log $LOGS/$name.log)"
+}
+
+halt() {
+  local name=$1
+  alive "$name" || { rm -f "$RUN/$name.pid"; return 0; }
+  local pid
+  pid=$(cat "$RUN/$name.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && { log "$name ignored SIGTERM for 20 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
+  rm -f "$RUN/$name.pid"
+  log "stopped $name"
+}
+
+case "${1:-}" in
+  start)
+    [ ${#SERVICES[@]} -eq 0 ] && log "no Strata services are built yet"
+    for s in "${SERVICES[@]}"; do
+      read -r -a parts <<<"${s#*:}"
+      launch "${s%%:*}" "${parts[@]}"
+    done ;;
+  stop)
+    halt gen
+    for s in "${SERVICES[@]}"; do halt "${s%%:*}"; done ;;
+  status)
+    for s in gen "${SERVICES[@]}"; do
+      n=${s%%:*}
+      if alive "$n"; then echo "$n running (pid $(cat "$RUN/$n.pid"))"; else echo "$n stopped"; fi
+    done ;;
+  gen)
+    shift
+    launch gen strata-gen "$@" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,75 @@
+//! The idempotent migration: `sql/clickhouse/*.sql`, in file-name order, with `{db}` replaced by
+//! the quoted database name. Run at every start-up; safe to run concurrently.
+
+use strata_shared::clickhouse::{ensure_database, quote_identifier, server_client};
+use strata_shared::config::ClickHouseConfig;
+
+/// The migration files, compiled in: (name, SQL).
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "001_speed_rollup_1m.sql",
+    include_str!("../../../sql/clickhouse/001_speed_rollup_1m.sql"),
+)];
+
+/// The rollup table's name.
+pub const ROLLUP_TABLE: &str = "speed_rollup_1m";
+/// The insert target's name.
+pub const INGEST_TABLE: &str = "speed_ingest";
+
+/// The statements of one migration file for database `db`: comments dropped, split on `;`.
+pub fn statements(sql: &str, db: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("{db}", &quote_identifier(db));
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Creates the database and every table and view that is missing.
+pub async fn migrate(cfg: &ClickHouseConfig) -> Result<(), clickhouse::error::Error> {
+    ensure_database(cfg).await.map_err(|e| match e {
+        strata_shared::Error::ClickHouse(e) => e,
+        other => clickhouse::error::Error::Custom(other.to_string()),
+    })?;
+    let client = server_client(cfg);
+    for (name, sql) in MIGRATIONS {
+        for stmt in statements(sql, &cfg.database) {
+            tracing::debug!(
+                migration = name,
+                "applying: {}",
+                stmt.lines().next().unwrap_or_default()
+            );
+            client.query(&stmt).execute().await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_split_and_templated() {
+        let stmts = statements(MIGRATIONS[0].1, "strata");
+        assert_eq!(stmts.len(), 3);
+        assert!(stmts.iter().all(|s| s.contains("IF NOT EXISTS `strata`.")));
+        assert!(stmts
+            .iter()
+            .all(|s| !s.contains("{db}") && !s.contains("--")));
+    }
+
+    #[test]
+    fn the_database_name_is_quoted_not_spliced() {
+        let stmts = statements("CREATE TABLE {db}.t (x UInt8) ENGINE = Null;", "we`ird");
+        assert_eq!(
+            stmts,
+            vec!["CREATE TABLE `we\\`ird`.t (x UInt8) ENGINE = Null"]
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Writes a [`Batch`] to ClickHouse as one insert, and reads back what is already there.
+//!
+//! ## Why a batch is written exactly once
+//! - One batch is one `INSERT` into `speed_ingest`, well under ClickHouse's block size, so the
+//!   materialized view turns it into one part of `speed_rollup_1m` (the partition key, the
+//!   ingest day, is constant within the insert). A part appears whole or not at all.
+//! - The same insert holds the batch's offset markers. What ClickHouse holds therefore always
+//!   says which Kafka offsets it holds: after a crash, the consumer resumes right after them.
+//! - When an attempt fails, its outcome may be unknown (the server may have committed the part
+//!   before the connection broke). Before trying again the writer reads the markers: if they
+//!   already reach the batch's offsets, the batch is in and is not written twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clickhouse::Client;
+use serde::Deserialize;
+use strata_shared::config::ClickHouseConfig;
+
+use super::retry::{classify, Backoff, Verdict};
+use super::schema::{migrate, INGEST_TABLE, ROLLUP_TABLE};
+use crate::rollup::{Batch, IngestRow};
+
+/// How many times a permanent error is retried before giving up.
+const PERMANENT_ATTEMPTS: u32 = 5;
+
+/// Why a batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// ClickHouse refused it with an error that retrying cannot fix: the operator must act (the
+    /// error says what). Nothing was committed, so nothing is lost.
+    #[error("ClickHouse refused a batch {attempts} times with a non-retryable error: {source}")]
+    Fatal {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// The consumer gave the batch's partitions away while ClickHouse was down; the next owner
+    /// reads them again from the stored offsets.
+    #[error("abandoned: the partitions were revoked before ClickHouse took the batch")]
+    Abandoned,
+}
+
+/// Writes batches of one topic to ClickHouse.
+pub struct RollupWriter {
+    client: Client,
+    cfg: ClickHouseConfig,
+    topic: String,
+    max_backoff: Duration,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Marker {
+    partition: i32,
+    offset: i64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct MetricSeries {
+    metric_name: String,
+    ids: Vec<u64>,
+}
+
+/// Days since 1970-01-01 (ClickHouse `Date`), today in UTC.
+pub fn today() -> u16 {
+    (chrono::Utc::now().timestamp().div_euclid(86_400)) as u16
+}
+
+impl RollupWriter {
+    /// A writer for `topic`'s batches.
+    pub fn new(cfg: &ClickHouseConfig, topic: &str, max_backoff: Duration) -> Self {
+        Self {
+            client: strata_shared::clickhouse::client(cfg),
+            cfg: cfg.clone(),
+            topic: topic.to_owned(),
+            max_backoff,
+        }
+    }
+
+    /// One insert attempt.
+    pub async fn insert_once(&self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
+        let timeout = Some(self.cfg.request_timeout);
+        let mut insert = self
+            .client
+            .insert::<IngestRow<'_>>(INGEST_TABLE)
+            .await?
+            .with_timeouts(timeout, timeout);
+        for row in batch.ingest_rows(&self.topic, today()) {
+            insert.write(&row).await?;
+        }
+        insert.end().await
+    }
+
+    /// The last offset ClickHouse holds per partition of the topic.
+    pub async fn stored_offsets(&self) -> Result<BTreeMap<i32, i64>, clickhouse::error::Error> {
+        let rows: Vec<Marker> = self
+            .client
+            .query(&format!(
+                "SELECT toInt32(series_id) AS partition, maxMerge(kafka_offset) AS offset \
+                 FROM {ROLLUP_TABLE} WHERE metric_name = '' AND source = ? GROUP BY partition"
+            ))
+            .bind(&self.topic)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(|m| (m.partition, m.offset)).collect())
+    }
+
+    /// Series already admitted per metric (overflow series excluded), for the cardinality guard.
+    pub async fn admitted_series(
+        &self,
+    ) -> Result<Vec<(String, Vec<u64>)>, clickhouse::error::Error> {
+        let rows: Vec<MetricSeries> = self
+            .client
+            .query(&format!(
+                "SELECT metric_name, groupUniqArray(series_id) AS ids FROM {ROLLUP_TABLE} \
+                 WHERE metric_name != '' AND NOT has(tag_keys, ?) GROUP BY metric_name"
+            ))
+            .bind(crate::cardinality::OVERFLOW_TAG)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.metric_name, r.ids)).collect())
+    }
+
+    /// Writes `batch`, retrying for as long as ClickHouse is unreachable or overloaded (until
+    /// `abandon` is set), and never writing it twice. `on_retry` is told about each failed attempt.
+    pub async fn write(
+        &self,
+        batch: &Batch,
+        abandon: &AtomicBool,
+        mut on_retry: impl FnMut(&clickhouse::error::Error),
+    ) -> Result<Duration, WriteError> {
+        let mut backoff = Backoff::new(self.max_backoff);
+        let mut permanent = 0;
+        loop {
+            let started = Instant::now();
+            let err = match self.insert_once(batch).await {
+                Ok(()) => return Ok(started.elapsed()),
+                Err(e) => e,
+            };
+            on_retry(&err);
+            match classify(&err) {
+                Verdict::Retry => {
+                    tracing::warn!(error = %err, attempt = backoff.attempts() + 1, "insert failed; will retry")
+                }
+                Verdict::Migrate => {
+                    tracing::warn!(error = %err, "schema missing; migrating before retrying");
+                    if let Err(e) = migrate(&self.cfg).await {
+                        tracing::warn!(error = %e, "migration failed");
+                    }
+                }
+                Verdict::Permanent => {
+                    permanent += 1;
+                    tracing::error!(error = %err, attempt = permanent, "insert refused");
+                    if permanent >= PERMANENT_ATTEMPTS {
+                        return Err(WriteError::Fatal {
+                            attempts: permanent,
+                            source: err,
+                        });
+                    }
+                }
+            }
+            // Did the failed attempt land after all? Ask before sending it again.
+            loop {
+                tokio::time::sleep(backoff.next_delay()).await;
+                if abandon.load(Ordering::SeqCst) {
+                    return Err(WriteError::Abandoned);
+                }
+                match self.stored_offsets().await {
+                    Ok(stored) if already_written(batch, &stored) => {
+                        tracing::info!("the failed insert had landed; not writing it again");
+                        return Ok(started.elapsed());
+                    }
+                    Ok(_) => break,
+                    Err(e) => tracing::warn!(error = %e, "ClickHouse unreachable; waiting"),
+                }
+            }
+        }
+    }
+}
+
+/// True when ClickHouse's markers reach every offset the batch covers.
+pub fn already_written(batch: &Batch, stored: &BTreeMap<i32, i64>) -> bool {
+    !batch.offsets().is_empty()
+        && batch
+            .offsets()
+            .iter()
+            .all(|(p, o)| stored.get(p).is_some_and(|s| s >= o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_written_when_every_marker_reaches_it() {
+        let mut b = Batch::default();
+        b.cover(1, 10);
+        b.cover(2, 20);
+        assert!(already_written(&b, &BTreeMap::from([(1, 10), (2, 25)])));
+        assert!(!already_written(&b, &BTreeMap::from([(1, 10), (2, 19)])));
+        assert!(!already_written(&b, &BTreeMap::from([(1, 10)])));
+        assert!(!already_written(&Batch::default(), &BTreeMap::new()));
+    }
+}

@@ -1,0 +1,72 @@
+//! `strata-speed`: the speed layer's service. See the crate docs of `strata_speed`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use strata_shared::{telemetry, Config};
+
+/// Kafka → ClickHouse 1-minute rollups, exactly once.
+#[derive(Parser)]
+#[command(name = "strata-speed", version, about)]
+struct Args {
+    /// Strata configuration file (default: $STRATA_CONFIG, else built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume and write rollups until SIGTERM (the default).
+    Run,
+    /// Apply the ClickHouse schema and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata-speed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&cfg.telemetry);
+    let result = match args.command.unwrap_or(Command::Run) {
+        Command::Migrate => strata_speed::clickhouse::schema::migrate(&cfg.clickhouse)
+            .await
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}")),
+        Command::Run => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("signal received; flushing and stopping");
+                flag.store(true, Ordering::SeqCst);
+            });
+            strata_speed::service::run(cfg, stop)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("strata-speed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
