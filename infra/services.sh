@@ -17,6 +17,7 @@ LOGS=$STRATA_HOME/logs
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/${STRATA_PROFILE:-debug}
 
 SERVICES=(
+  "speed:strata-speed run"
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }

@@ -7,19 +7,17 @@
 
 use std::io::BufWriter;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use strata_shared::gen::produce::{produce, Run};
 use strata_shared::gen::truth::Truth;
-use strata_shared::gen::{Format, Generator, Spec, ValueDist};
-use strata_shared::{config, kafka, telemetry, Config};
+use strata_shared::gen::{Format, Spec, ValueDist};
+use strata_shared::{config, telemetry, Config};
 
 /// Produce generated metric events to Kafka.
 #[derive(Parser, Debug)]
@@ -84,32 +82,6 @@ struct Args {
     no_progress: bool,
 }
 
-#[derive(Default)]
-struct Deliveries {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-struct Ctx(Arc<Deliveries>);
-impl ClientContext for Ctx {}
-impl ProducerContext for Ctx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => self.0.ok.fetch_add(1, Ordering::Relaxed),
-            Err((e, _)) => {
-                self.0
-                    .first_error
-                    .lock()
-                    .expect("not poisoned")
-                    .get_or_insert_with(|| e.to_string());
-                self.0.failed.fetch_add(1, Ordering::Relaxed)
-            }
-        };
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut cfg = Config::load(args.config.as_deref())?;
@@ -162,12 +134,6 @@ fn run(args: &Args, kcfg: &config::KafkaConfig, spec: Spec) -> anyhow::Result<()
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
 
-    let deliveries = Arc::new(Deliveries::default());
-    let producer: ThreadedProducer<Ctx> = kafka::producer_config(kcfg)
-        .create_with_context(Ctx(deliveries.clone()))
-        .context("creating the Kafka producer")?;
-    let mut truth = args.truth.as_ref().map(|_| Truth::new(Some(spec.clone())));
-
     let bar = if args.no_progress {
         ProgressBar::hidden()
     } else if args.events > 0 {
@@ -175,71 +141,28 @@ fn run(args: &Args, kcfg: &config::KafkaConfig, spec: Spec) -> anyhow::Result<()
     } else {
         ProgressBar::new_spinner()
     };
-    bar.set_draw_target(if args.no_progress {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr_with_hz(4)
-    });
+    if !args.no_progress {
+        bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    }
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} {pos}/{len} messages [{elapsed_precise}] {per_sec} {msg}",
         )
         .expect("valid template"),
     );
-
-    let started = Instant::now();
-    let mut produced: u64 = 0;
-    let (mut late, mut duplicates, mut malformed) = (0u64, 0u64, 0u64);
-    for msg in Generator::new(spec) {
-        if (args.events > 0 && produced >= args.events) || stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if args.rate > 0.0 && produced % 64 == 0 {
-            let due = Duration::from_secs_f64(produced as f64 / args.rate);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-        match msg.kind {
-            strata_shared::gen::Kind::Late => late += 1,
-            strata_shared::gen::Kind::Duplicate => duplicates += 1,
-            strata_shared::gen::Kind::Malformed(_) => malformed += 1,
-            strata_shared::gen::Kind::Valid => {}
-        }
-        let mut record = BaseRecord::to(&kcfg.topic).payload(&msg.payload);
-        if let Some(k) = &msg.key {
-            record = record.key(k);
-        }
-        // A full local queue is backpressure: wait for deliveries and retry the same record.
-        let mut record = Some(record);
-        while let Some(r) = record.take() {
-            match producer.send(r) {
-                Ok(()) => {}
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    std::thread::sleep(Duration::from_millis(2));
-                    record = Some(r);
-                }
-                Err((e, _)) => bail!("producing to {}: {e}", kcfg.topic),
-            }
-        }
-        if let Some(t) = truth.as_mut() {
-            t.record(&msg);
-        }
-        produced += 1;
-        if produced % 1024 == 0 {
-            bar.set_position(produced);
-        }
-    }
-    bar.set_position(produced);
-    bar.set_message("flushing");
-    producer
-        .flush(Duration::from_secs(300))
-        .context("flushing the producer")?;
+    let mut truth = args.truth.as_ref().map(|_| Truth::new(Some(spec.clone())));
+    let progress = |n: u64| bar.set_position(n);
+    let run = Run {
+        kafka: kcfg,
+        events: args.events,
+        rate: args.rate,
+        stop,
+        progress: &progress,
+    };
+    let r = produce(&run, spec, truth.as_mut())
+        .with_context(|| format!("producing to {}", kcfg.topic))?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
 
-    let failed = deliveries.failed.load(Ordering::Relaxed);
-    let ok = deliveries.ok.load(Ordering::Relaxed);
     if let (Some(path), Some(t)) = (&args.truth, truth.as_mut()) {
         let f =
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -247,20 +170,22 @@ fn run(args: &Args, kcfg: &config::KafkaConfig, spec: Spec) -> anyhow::Result<()
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
-        "strata-gen: produced={produced} delivered={ok} failed={failed} late={late} duplicates={duplicates} \
-         malformed={malformed} seconds={secs:.2} eps={:.0}",
-        produced as f64 / secs.max(1e-9)
+        "strata-gen: produced={} delivered={} failed={} late={} duplicates={} malformed={} seconds={:.2} eps={:.0}",
+        r.produced,
+        r.delivered,
+        r.failed,
+        r.late,
+        r.duplicates,
+        r.malformed,
+        r.seconds,
+        r.produced as f64 / r.seconds.max(1e-9)
     );
-    if failed > 0 || ok != produced {
+    if r.failed > 0 || r.delivered != r.produced {
         bail!(
-            "{} of {produced} messages were not delivered (first error: {})",
-            produced - ok,
-            deliveries
-                .first_error
-                .lock()
-                .expect("not poisoned")
-                .as_deref()
-                .unwrap_or("none reported")
+            "{} of {} messages were not delivered (first error: {})",
+            r.produced - r.delivered,
+            r.produced,
+            r.first_error.as_deref().unwrap_or("none reported")
         );
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! with the truth for equality, not within a tolerance.
 
 pub mod malformed;
+pub mod produce;
 pub mod truth;
 
 use std::collections::{BTreeMap, VecDeque};
