@@ -5,6 +5,8 @@
 #   infra/stack.sh up        install if needed, start every server, wait until ready, create topics
 #   infra/stack.sh down      stop what `up` started (and nothing else)
 #   infra/stack.sh status    one line per server
+#   infra/stack.sh stop|start NAME   stop or start one server (seaweedfs, clickhouse, tansu), for
+#                            fault-injection tests
 #   infra/stack.sh env       the environment variables that point Strata at this stack
 #
 # Servers (all on 127.0.0.1, data and logs under $STRATA_HOME, default .strata/ in the repo):
@@ -228,6 +230,12 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  stop)
+    case "${2:-}" in seaweedfs|clickhouse|tansu) stop_one "$2" ;; *) die "stop what? seaweedfs|clickhouse|tansu" ;; esac ;;
+  start)
+    mkdir -p "$RUN" "$LOGS"
+    case "${2:-}" in seaweedfs) up_seaweedfs ;; clickhouse) up_clickhouse ;; tansu) up_tansu ;;
+      *) die "start what? seaweedfs|clickhouse|tansu" ;; esac ;;
   env) cmd_env ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -81,8 +81,13 @@ impl TestEnv {
         ]
     }
 
-    /// Starts a strata-speed process; `instance` names its log file and metrics port.
+    /// Starts a strata-speed process; `instance` names its log file.
     pub fn spawn_speed(&self, instance: &str, extra: &[(&str, &str)]) -> Child {
+        self.spawn_speed_on(instance, free_port(), extra)
+    }
+
+    /// Starts a strata-speed process serving `/metrics` on `port`.
+    pub fn spawn_speed_on(&self, instance: &str, port: u16, extra: &[(&str, &str)]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,15 +95,18 @@ impl TestEnv {
             .unwrap();
         Command::new(env!("CARGO_BIN_EXE_strata-speed"))
             .envs(self.envs())
-            .env(
-                "STRATA__SPEED__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .env("STRATA__SPEED__LISTEN", format!("127.0.0.1:{port}"))
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start strata-speed")
+    }
+
+    /// The log of instance `instance`.
+    pub fn log(&self, instance: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("speed-{instance}.log")))
+            .unwrap_or_default()
     }
 
     pub fn kafka(&self) -> KafkaConfig {
@@ -190,6 +198,33 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Runs `infra/stack.sh ARGS` (to stop or start one server of the local stack).
+pub fn stack(args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/stack.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .expect("run infra/stack.sh");
+    assert!(status.success(), "infra/stack.sh {args:?} failed");
+}
+
+/// Reads one metric's value from a strata-speed `/metrics` page (sum over its label sets).
+pub fn scrape(port: u16, metric: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Sends SIGTERM and waits for a clean exit.

@@ -1,0 +1,63 @@
+//! A second instance joins the group mid-stream and the first leaves (SIGTERM): partitions move
+//! twice, and the rollups still equal the exact aggregates.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use strata_shared::gen::Spec;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
+    let env = TestEnv::new("rebalance").await;
+    let spec = Spec {
+        duplicate_ratio: 0.02,
+        series: 1000,
+        metrics: 24,
+        ..env.spec(41)
+    };
+    let events = 100_000;
+    let producer = {
+        let (k, spec) = (env.kafka(), spec.clone());
+        std::thread::spawn(move || {
+            let mut truth = strata_shared::gen::truth::Truth::new(Some(spec.clone()));
+            let run = strata_shared::gen::produce::Run {
+                kafka: &k,
+                events,
+                rate: 4_000.0,
+                stop: Default::default(),
+                progress: &|_| {},
+            };
+            strata_shared::gen::produce::produce(&run, spec, Some(&mut truth)).unwrap();
+            truth
+        })
+    };
+    let mut a = env.spawn_speed("a", &[]);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let mut b = env.spawn_speed("b", &[]);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(
+        terminate(&mut a).success(),
+        "the leaving instance flushes and exits cleanly"
+    );
+
+    let mut truth = producer.join().unwrap();
+    let summary = truth.summary();
+    assert_eq!(
+        env.wait_for_count(summary.valid_unique, Duration::from_secs(120))
+            .await,
+        summary.valid_unique
+    );
+    assert_matches_truth(&env.rollups(60).await, &truth.rows(), "1m");
+    assert!(
+        env.log("b").contains("assigned"),
+        "the second instance took partitions"
+    );
+    assert!(
+        env.log("a").contains("partitions revoked"),
+        "the first gave partitions up"
+    );
+    assert!(terminate(&mut b).success());
+    env.drop_database().await;
+}
