@@ -119,7 +119,7 @@ fn strip_frame(payload: &[u8]) -> Result<(u32, &[u8]), Reject> {
 /// that many zigzag varint indexes, where a lone 0 means `[0]`. Only `[0]` names our message.
 fn strip_message_indexes(body: &[u8]) -> Result<&[u8], Reject> {
     let (count, mut rest) = read_zigzag(body)?;
-    if count < 0 || count > 16 {
+    if !(0..=16).contains(&count) {
         return Err(Reject::BadFrame(format!(
             "message-index count {count} is out of range"
         )));
@@ -233,7 +233,7 @@ fn explain_json(body: &[u8], fast_err: serde_json::Error) -> Reject {
     };
     for field in ["event_id", "metric_name", "source"] {
         if let Some(v) = obj.get(field) {
-            if !v.is_string() && !(v.is_null() && field == "source") {
+            if !(v.is_string() || (v.is_null() && field == "source")) {
                 return wrong(field, "a string");
             }
         }

@@ -44,6 +44,9 @@ const REVOKE_DEADLINE: Duration = Duration::from_secs(60);
 /// Hard cap on rows in one insert: below ClickHouse's 1,048,576-row block, so one insert is one part.
 const MAX_BATCH_ROWS: usize = 1_000_000;
 
+/// Series already in ClickHouse, per metric.
+type AdmittedSeries = Vec<(String, Vec<u64>)>;
+
 /// What the consumer thread sends the writer task.
 pub enum WriterCmd {
     /// Write this batch.
@@ -310,7 +313,7 @@ impl Pipeline {
             .collect::<Vec<_>>()
         {
             st.dedup
-                .insert(p, DedupWindow::new(self.cfg.speed.dedup_window as u64));
+                .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
             st.warm_until.remove(&p);
             let Some(&marker) = stored.get(&p) else {
                 tracing::info!(
@@ -339,7 +342,7 @@ impl Pipeline {
         }
     }
 
-    fn read_stored_state(&self) -> (BTreeMap<i32, i64>, Vec<(String, Vec<u64>)>) {
+    fn read_stored_state(&self) -> (BTreeMap<i32, i64>, AdmittedSeries) {
         let mut backoff = Backoff::new(self.cfg.speed.max_retry_backoff);
         loop {
             let res = self.rt.block_on(async {

@@ -117,11 +117,12 @@ mod tests {
 
         let resume = 500usize;
         let mut restarted = DedupWindow::new(window);
-        for o in (resume + 1 - window as usize)..=resume {
-            restarted.observe(o as i64, &ids[o]);
+        let first = resume + 1 - window as usize;
+        for (o, id) in ids.iter().enumerate().take(resume + 1).skip(first) {
+            restarted.observe(o as i64, id);
         }
-        for o in resume + 1..ids.len() {
-            assert_eq!(restarted.observe(o as i64, &ids[o]), all[o], "offset {o}");
+        for (o, id) in ids.iter().enumerate().skip(resume + 1) {
+            assert_eq!(restarted.observe(o as i64, id), all[o], "offset {o}");
         }
         assert!(
             all.iter().any(|n| !n),

@@ -96,7 +96,7 @@ pub async fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     stop.store(true, Ordering::SeqCst);
     writer_task.abort();
     match writer_task.await {
-        Ok(Err(e)) => return Err(Error::Write(e)),
+        Ok(Err(e)) => Err(Error::Write(e)),
         _ => result,
     }
 }
