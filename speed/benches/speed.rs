@@ -139,9 +139,11 @@ async fn ch_engine(env: &TestEnv, events: u64) -> Result<f64, String> {
         async move { c.query(&sql).execute().await.map_err(|e| e.to_string()) }
     };
     q(format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
-    // Each JSON line is read whole (TabSeparated, one String column) and parsed by the view.
+    // Each JSON message is read whole (TabSeparated, one String column) and parsed by the view.
     q(format!(
-        "CREATE TABLE {db}.queue (line String) ENGINE = Kafka('{}', '{}', '{}-ch', 'TabSeparated')",
+        "CREATE TABLE {db}.queue (line String) ENGINE = Kafka SETTINGS kafka_broker_list = '{}', \
+         kafka_topic_list = '{}', kafka_group_name = '{}-ch', kafka_format = 'TabSeparated', \
+         kafka_row_delimiter = '\\n'",
         env.cfg.kafka.brokers, env.cfg.kafka.topic, env.cfg.kafka.topic
     ))
     .await?;
