@@ -41,6 +41,8 @@ pub fn consumer_config(cfg: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // Freshness over request count: an idle fetch returns within 100 ms (librdkafka: 500).
+        .set("fetch.wait.max.ms", "100")
         .set(
             "session.timeout.ms",
             cfg.session_timeout.as_millis().to_string(),

@@ -138,14 +138,14 @@ impl Pipeline {
                         .or_insert_with(|| DedupWindow::new(self.cfg.speed.dedup_window))
                         .observe(o, &d.event.event_id);
                 }
-                self.metrics.outcomes.with_label_values(&["warmup"]).inc();
+                self.metrics.outcome.warmup.inc();
                 return;
             }
             st.warm_until.remove(&p);
         }
         match check_message(m.payload(), &self.cfg.validation, now_ms) {
             Err(reject) => {
-                self.metrics.outcomes.with_label_values(&["rejected"]).inc();
+                self.metrics.outcome.rejected.inc();
                 self.metrics
                     .dead_letters
                     .with_label_values(&[reject.code()])
@@ -161,21 +161,18 @@ impl Pipeline {
                     .entry(p)
                     .or_insert_with(|| DedupWindow::new(self.cfg.speed.dedup_window));
                 if !window.observe(o, &e.event_id) {
-                    self.metrics
-                        .outcomes
-                        .with_label_values(&["duplicate"])
-                        .inc();
+                    self.metrics.outcome.duplicate.inc();
                 } else {
                     let id = e.series_id();
                     match st.guard.admit(&e.metric_name, &e.source, id) {
                         Admission::Admitted => {
-                            self.metrics.outcomes.with_label_values(&["accepted"]).inc();
+                            self.metrics.outcome.accepted.inc();
                             st.batch.add(id, e.timestamp_ms, e.value, || {
                                 labels(&e.metric_name, &e.source, &e.tags)
                             });
                         }
                         Admission::Overflow(oid) => {
-                            self.metrics.outcomes.with_label_values(&["overflow"]).inc();
+                            self.metrics.outcome.overflow.inc();
                             st.batch.add(oid, e.timestamp_ms, e.value, || {
                                 labels(&e.metric_name, &e.source, &overflow_tags())
                             });
