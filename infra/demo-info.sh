@@ -8,8 +8,11 @@ late and malformed messages) to topic metrics-events on 127.0.0.1:9092.
 
   Generator log     $ROOT/.strata/logs/gen.log
   Service logs      $ROOT/.strata/logs/
-  Kafka topics      .strata/bin/tansu topic list --broker tcp://127.0.0.1:9092
-  ClickHouse        curl 'http://127.0.0.1:18123/?query=SHOW+DATABASES'
+  Speed layer       http://127.0.0.1:9101/metrics   (strata_speed_* self-metrics)
+  Rollups so far    curl -s 'http://127.0.0.1:18123/' --data-binary "SELECT metric_name, sumMerge(cnt) AS events,
+                      round(sumMerge(total) / events, 2) AS avg FROM strata.speed_rollup_1m
+                      WHERE metric_name != '' GROUP BY metric_name ORDER BY metric_name"
+  Dead letters      .strata/bin/tansu topic list --broker tcp://127.0.0.1:9092   (topic metrics-events-dlq)
   S3 (SeaweedFS)    http://127.0.0.1:8333  (key/secret minioadmin)
   What runs         make status
   Stop              make stop   (services)   |   make down   (everything)

@@ -28,8 +28,13 @@ launch() {
   if alive "$name"; then log "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
   [ -x "$TARGET/$1" ] || { log "missing $TARGET/$1: run 'cargo build' first"; exit 1; }
   mkdir -p "$RUN" "$LOGS"
-  (cd "$ROOT" && setsid "$TARGET/$1" "${@:2}" >>"$LOGS/$name.log" 2>&1 </dev/null &
-    echo $! >"$RUN/$name.pid")
+  cd "$ROOT"
+  (
+    # Close inherited descriptors above 2: a daemon must not hold its starter's pipes open.
+    for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null
+    exec setsid "$TARGET/$1" "${@:2}" >>"$LOGS/$name.log" 2>&1 </dev/null
+  ) &
+  echo $! >"$RUN/$name.pid"
   sleep 0.5
   alive "$name" || { tail -20 "$LOGS/$name.log" >&2; log "$name exited at start (log: $LOGS/$name.log)"; exit 1; }
   log "started $name (pid $(cat "$RUN/$name.pid"), log $LOGS/$name.log)"

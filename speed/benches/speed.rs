@@ -110,17 +110,17 @@ async fn raw_consume(env: &TestEnv, events: u64) -> f64 {
 /// strata-speed from launch until ClickHouse counts every event.
 async fn strata(env: &TestEnv, want: u64) -> f64 {
     let started = Instant::now();
-    let mut speed = env.spawn_speed(
-        "bench",
-        &[
-            ("STRATA__SPEED__FLUSH_INTERVAL", "500ms"),
-            ("RUST_LOG", "info"),
-        ],
-    );
-    let counted = env.wait_for_count(want, Duration::from_secs(600)).await;
-    let secs = started.elapsed().as_secs_f64() - 2.0; // wait_for_count lingers 2 s to catch overcounting
+    let mut speed = env.spawn_speed("bench", &[("RUST_LOG", "info")]);
+    let mut counted = 0;
+    while counted < want && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        counted = env.counted().await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        counted, want,
+        env.counted().await,
+        want,
         "strata-speed counted every event exactly once"
     );
     terminate(&mut speed);

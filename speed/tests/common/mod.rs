@@ -26,6 +26,31 @@ pub struct TestEnv {
     pub log_dir: PathBuf,
 }
 
+/// A strata-speed child process, killed when dropped (a failing test leaves no process behind).
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// One aggregated rollup bucket read back from ClickHouse.
 #[derive(Debug, Clone, clickhouse::Row, Deserialize)]
 pub struct ChRow {
@@ -82,12 +107,12 @@ impl TestEnv {
     }
 
     /// Starts a strata-speed process; `instance` names its log file.
-    pub fn spawn_speed(&self, instance: &str, extra: &[(&str, &str)]) -> Child {
+    pub fn spawn_speed(&self, instance: &str, extra: &[(&str, &str)]) -> Proc {
         self.spawn_speed_on(instance, free_port(), extra)
     }
 
     /// Starts a strata-speed process serving `/metrics` on `port`.
-    pub fn spawn_speed_on(&self, instance: &str, port: u16, extra: &[(&str, &str)]) -> Child {
+    pub fn spawn_speed_on(&self, instance: &str, port: u16, extra: &[(&str, &str)]) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -100,6 +125,7 @@ impl TestEnv {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Proc)
             .expect("start strata-speed")
     }
 
@@ -228,7 +254,7 @@ pub fn scrape(port: u16, metric: &str) -> Option<f64> {
 }
 
 /// Sends SIGTERM and waits for a clean exit.
-pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub fn terminate(child: &mut Proc) -> std::process::ExitStatus {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
