@@ -87,6 +87,18 @@ impl TestEnv {
         }
     }
 
+    /// The same topics with a fresh database and consumer group (to consume the same data again).
+    pub fn fork(&self, suffix: &str) -> TestEnv {
+        let mut cfg = self.cfg.clone();
+        cfg.clickhouse.database = format!("{}_{suffix}", cfg.clickhouse.database);
+        cfg.speed.group_id = format!("{}-{suffix}", cfg.speed.group_id);
+        TestEnv {
+            name: format!("{}-{suffix}", self.name),
+            cfg,
+            log_dir: self.log_dir.clone(),
+        }
+    }
+
     /// Environment variables that point a strata-speed process at this test's slice.
     pub fn envs(&self) -> Vec<(String, String)> {
         let c = &self.cfg;
