@@ -103,9 +103,7 @@ async fn raw_consume(env: &TestEnv, events: u64) -> f64 {
     let group = format!("{}-raw", env.cfg.speed.group_id);
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let c: BaseConsumer = kafka::consumer_config(&k, &format!("{}-raw", k.topic))
-            .create()
-            .unwrap();
+        let c: BaseConsumer = kafka::consumer_config(&k, &group).create().unwrap();
         c.subscribe(&[&k.topic]).unwrap();
         let mut n = 0u64;
         let mut bytes = 0usize;
