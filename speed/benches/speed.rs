@@ -124,13 +124,37 @@ async fn raw_consume(env: &TestEnv, events: u64) -> f64 {
 /// strata-speed from launch until ClickHouse counts every event.
 async fn strata(env: &TestEnv, want: u64) -> f64 {
     let started = Instant::now();
-    let mut speed = env.spawn_speed("bench", &[("RUST_LOG", "info")]);
+    let port = free_port();
+    let mut speed = env.spawn_speed_on("bench", port, &[("RUST_LOG", "info")]);
     let mut counted = 0;
+    let mut first_message = None;
     while counted < want && started.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if first_message.is_none()
+            && scrape(port, "strata_speed_consumed_total").unwrap_or(0.0) > 0.0
+        {
+            first_message = Some(started.elapsed().as_secs_f64());
+        }
         counted = env.counted().await;
     }
     let secs = started.elapsed().as_secs_f64();
+    // Where the time went: CPU seconds of the process (utime + stime, in ticks of 10 ms).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", speed.id())).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    eprintln!(
+        "strata-speed: first message after {:.1} s, all counted after {secs:.1} s, {:.1} CPU-s used",
+        first_message.unwrap_or(f64::NAN),
+        ticks / 100.0
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         env.counted().await,
