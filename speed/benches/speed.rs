@@ -107,12 +107,19 @@ async fn raw_consume(env: &TestEnv, events: u64) -> f64 {
         c.subscribe(&[&k.topic]).unwrap();
         let mut n = 0u64;
         let mut bytes = 0usize;
+        let mut first = None;
         while n < events && started.elapsed() < Duration::from_secs(300) {
             if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                first.get_or_insert_with(|| started.elapsed().as_secs_f64());
                 bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
                 n += 1;
             }
         }
+        eprintln!(
+            "raw consumer: first message after {:.1} s, all read after {:.1} s",
+            first.unwrap_or(f64::NAN),
+            started.elapsed().as_secs_f64()
+        );
         assert_eq!(n, events, "raw consumer read everything");
         std::hint::black_box(bytes);
         n as f64 / started.elapsed().as_secs_f64()
