@@ -463,7 +463,6 @@ pub fn run(
         if last_gauges.elapsed() >= Duration::from_secs(10) {
             last_gauges = Instant::now();
             pipeline.update_gauges();
-            report_lag(&consumer, &pipeline, &topic);
         }
     }
     tracing::info!("stopping: writing what is pending");
@@ -509,24 +508,6 @@ fn commit_written(
     if tpl.count() > 0 {
         if let Err(e) = consumer.commit(&tpl, mode) {
             tracing::warn!(error = %e, "Kafka commit failed (ClickHouse holds the offsets; harmless)");
-        }
-    }
-}
-
-fn report_lag(consumer: &BaseConsumer<SpeedContext>, pipeline: &Pipeline, topic: &str) {
-    let Ok(position) = consumer.position() else {
-        return;
-    };
-    for e in position.elements() {
-        if let (Offset::Offset(pos), Ok((_, high))) = (
-            e.offset(),
-            consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(1)),
-        ) {
-            pipeline
-                .metrics
-                .lag
-                .with_label_values(&[&e.partition().to_string()])
-                .set((high - pos).max(0));
         }
     }
 }

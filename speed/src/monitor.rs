@@ -1,5 +1,6 @@
-//! Background watch of ClickHouse: part and merge counts of Strata's tables (what the seed's
-//! runbook checks in `system.parts` / `system.merges`), and retention — rollup partitions (one
+//! Background watch, off the consumer's hot path: part and merge counts of Strata's ClickHouse
+//! tables (what the seed's runbook checks in `system.parts` / `system.merges`), consumer lag
+//! (high watermark − committed offset, per partition), and retention — rollup partitions (one
 //! per ingest day) older than `speed.retention_days` are dropped.
 
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clickhouse::Client;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Deserialize;
 use strata_shared::Config;
 
@@ -36,8 +38,20 @@ pub fn expired_partitions(
 /// Runs forever: gauges every 15 s, retention every hour (and at start).
 pub async fn run(cfg: Config, metrics: Arc<Metrics>) {
     let client = strata_shared::clickhouse::client(&cfg.clickhouse);
+    let watermarks: Option<Arc<BaseConsumer>> =
+        match strata_shared::kafka::base_config(&cfg.kafka).create() {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kafka client for lag metrics");
+                None
+            }
+        };
     let mut tick = 0u64;
     loop {
+        if let Some(c) = &watermarks {
+            let (c, m, topic) = (c.clone(), metrics.clone(), cfg.kafka.topic.clone());
+            let _ = tokio::task::spawn_blocking(move || report_lag(&c, &topic, &m)).await;
+        }
         if let Err(e) = gauges(&client, &cfg.clickhouse.database, &metrics).await {
             tracing::debug!(error = %e, "cannot read ClickHouse system tables");
         }
@@ -50,6 +64,29 @@ pub async fn run(cfg: Config, metrics: Arc<Metrics>) {
         }
         tick += 1;
         tokio::time::sleep(Duration::from_secs(15)).await;
+    }
+}
+
+/// Lag per partition: the broker's high watermark minus the offset committed after the last
+/// write. (On tansu, whose high watermarks are wrong, this gauge is not meaningful.)
+fn report_lag(c: &BaseConsumer, topic: &str, metrics: &Metrics) {
+    let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return;
+    };
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return;
+    };
+    for p in t.partitions() {
+        let label = p.id().to_string();
+        let committed = metrics.committed_offset.with_label_values(&[&label]).get();
+        if let Ok((_, high)) = c.fetch_watermarks(topic, p.id(), Duration::from_secs(5)) {
+            if committed > 0 {
+                metrics
+                    .lag
+                    .with_label_values(&[&label])
+                    .set((high - committed).max(0));
+            }
+        }
     }
 }
 
