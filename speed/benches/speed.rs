@@ -157,8 +157,11 @@ async fn strata(env: &TestEnv, want: u64) -> f64 {
         .get(11..13)
         .map(|f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum())
         .unwrap_or(0.0);
+    let inserts = scrape(port, "strata_speed_insert_seconds_count").unwrap_or(0.0);
+    let insert_secs = scrape(port, "strata_speed_insert_seconds_sum").unwrap_or(0.0);
     eprintln!(
-        "strata-speed: first message after {:.1} s, all counted after {secs:.1} s, {:.1} CPU-s used",
+        "strata-speed: first message after {:.1} s, all counted after {secs:.1} s, {:.1} CPU-s used, \
+         {inserts} inserts taking {insert_secs:.1} s in all",
         first_message.unwrap_or(f64::NAN),
         ticks / 100.0
     );
