@@ -265,12 +265,16 @@ impl Pipeline {
         if self.drain(REVOKE_DEADLINE) {
             return;
         }
+        if self.writer_tx.is_closed() {
+            // The writer stopped for good (a fatal error): nothing more can be written.
+            return;
+        }
         tracing::error!(
             "ClickHouse did not take the pending batches within {REVOKE_DEADLINE:?}; abandoning them \
              (their offsets were not stored, so they will be read again)"
         );
         self.abandon.store(true, Ordering::SeqCst);
-        while !self.drain(REVOKE_DEADLINE) {
+        while !self.drain(REVOKE_DEADLINE) && !self.writer_tx.is_closed() {
             tracing::warn!("still waiting for the writer to abandon its batch");
         }
         self.abandon.store(false, Ordering::SeqCst);

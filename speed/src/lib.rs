@@ -30,6 +30,10 @@ pub enum Error {
     /// ClickHouse refused a batch permanently (schema or permissions); nothing was committed.
     #[error(transparent)]
     Write(#[from] clickhouse::writer::WriteError),
+    /// ClickHouse refused the schema migration with an error waiting cannot fix (credentials,
+    /// permissions).
+    #[error("ClickHouse refused the schema migration: {0}")]
+    Migrate(::clickhouse::error::Error),
     /// The writer task ended unexpectedly.
     #[error("the ClickHouse writer stopped")]
     WriterGone,

@@ -11,7 +11,7 @@ use strata_shared::telemetry::Telemetry;
 use strata_shared::{kafka, Config};
 use tokio::sync::mpsc;
 
-use crate::clickhouse::retry::Backoff;
+use crate::clickhouse::retry::{classify, Backoff, Verdict};
 use crate::clickhouse::schema::migrate;
 use crate::clickhouse::writer::{RollupWriter, WriteError};
 use crate::consumer::{self, Pipeline, SpeedContext, WriterCmd, Written};
@@ -35,6 +35,10 @@ pub async fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     // ClickHouse or the broker may come up after us: wait for them, never give up.
     let mut backoff = Backoff::new(cfg.speed.max_retry_backoff);
     while let Err(e) = migrate(&cfg.clickhouse).await {
+        if classify(&e) == Verdict::Permanent {
+            // Wrong credentials, no permission, bad SQL: waiting will not fix it.
+            return Err(Error::Migrate(e));
+        }
         tracing::warn!(error = %e, "cannot migrate the ClickHouse schema yet; retrying");
         tokio::time::sleep(backoff.next_delay()).await;
         if stop.load(Ordering::SeqCst) {

@@ -20,21 +20,7 @@ async fn clickhouse_down_for_30s_mid_stream_then_exact() {
         ..env.spec(31)
     };
     let events = 100_000;
-    let producer = {
-        let (k, spec) = (env.kafka(), spec.clone());
-        std::thread::spawn(move || {
-            let mut truth = strata_shared::gen::truth::Truth::new(Some(spec.clone()));
-            let run = strata_shared::gen::produce::Run {
-                kafka: &k,
-                events,
-                rate: 2_000.0,
-                stop: Default::default(),
-                progress: &|_| {},
-            };
-            strata_shared::gen::produce::produce(&run, spec, Some(&mut truth)).unwrap();
-            truth
-        })
-    };
+    let producer = env.produce_in_background(spec.clone(), events, 2_000.0);
     // Let it write for a while, then take ClickHouse away.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while env.counted().await < 10_000 && std::time::Instant::now() < deadline {

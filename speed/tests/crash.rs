@@ -21,22 +21,7 @@ async fn five_sigkills_during_a_stream_lose_nothing_and_count_nothing_twice() {
         ..env.spec(21)
     };
     let events = 120_000;
-    let producer = {
-        let (env_cfg, spec) = (env.kafka(), spec.clone());
-        std::thread::spawn(move || {
-            let mut truth = strata_shared::gen::truth::Truth::new(Some(spec.clone()));
-            let run = strata_shared::gen::produce::Run {
-                kafka: &env_cfg,
-                events,
-                rate: 4_000.0,
-                stop: Default::default(),
-                progress: &|_| {},
-            };
-            let r = strata_shared::gen::produce::produce(&run, spec, Some(&mut truth)).unwrap();
-            assert_eq!(r.delivered, events);
-            truth
-        })
-    };
+    let producer = env.produce_in_background(spec.clone(), events, 4_000.0);
 
     let mut speed = env.spawn_speed("0", &[]);
     let mut kills = 0;

@@ -18,21 +18,7 @@ async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
         ..env.spec(41)
     };
     let events = 100_000;
-    let producer = {
-        let (k, spec) = (env.kafka(), spec.clone());
-        std::thread::spawn(move || {
-            let mut truth = strata_shared::gen::truth::Truth::new(Some(spec.clone()));
-            let run = strata_shared::gen::produce::Run {
-                kafka: &k,
-                events,
-                rate: 4_000.0,
-                stop: Default::default(),
-                progress: &|_| {},
-            };
-            strata_shared::gen::produce::produce(&run, spec, Some(&mut truth)).unwrap();
-            truth
-        })
-    };
+    let producer = env.produce_in_background(spec.clone(), events, 4_000.0);
     let mut a = env.spawn_speed("a", &[]);
     tokio::time::sleep(Duration::from_secs(7)).await;
     let mut b = env.spawn_speed("b", &[]);

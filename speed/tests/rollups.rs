@@ -279,3 +279,30 @@ async fn retention_drops_only_partitions_past_the_limit() {
     assert_eq!(env.counted().await, 1, "today's partition survives");
     env.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_clickhouse_error_stops_the_service_with_the_reason() {
+    let env = TestEnv::new("badauth").await;
+    let mut speed = env.spawn_speed("a", &[("STRATA__CLICKHOUSE__PASSWORD", "not-the-password")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = speed.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strata-speed kept retrying a wrong password"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = env.log("a");
+    assert!(
+        log.contains("ClickHouse refused the schema migration"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("not-the-password"),
+        "the password must not be logged"
+    );
+}

@@ -175,6 +175,29 @@ impl TestEnv {
         (truth, report)
     }
 
+    /// Produces `events` of `spec` at `rate`/s on a background thread; join it for the truth.
+    pub fn produce_in_background(
+        &self,
+        spec: Spec,
+        events: u64,
+        rate: f64,
+    ) -> std::thread::JoinHandle<Truth> {
+        let k = self.kafka();
+        std::thread::spawn(move || {
+            let mut truth = Truth::new(Some(spec.clone()));
+            let run = Run {
+                kafka: &k,
+                events,
+                rate,
+                stop: Arc::new(AtomicBool::new(false)),
+                progress: &|_| {},
+            };
+            let report = produce(&run, spec, Some(&mut truth)).expect("produce");
+            assert_eq!((report.delivered, report.failed), (events, 0), "{report:?}");
+            truth
+        })
+    }
+
     pub fn client(&self) -> Client {
         strata_shared::clickhouse::client(&self.cfg.clickhouse)
     }
