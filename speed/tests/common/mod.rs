@@ -161,18 +161,7 @@ impl TestEnv {
 
     /// Produces `events` of `spec` (optionally at `rate`/s) and returns the truth.
     pub fn produce(&self, spec: Spec, events: u64, rate: f64) -> (Truth, Report) {
-        let mut truth = Truth::new(Some(spec.clone()));
-        let k = self.kafka();
-        let run = Run {
-            kafka: &k,
-            events,
-            rate,
-            stop: Arc::new(AtomicBool::new(false)),
-            progress: &|_| {},
-        };
-        let report = produce(&run, spec, Some(&mut truth)).expect("produce");
-        assert_eq!((report.delivered, report.failed), (events, 0), "{report:?}");
-        (truth, report)
+        produce_with_truth(&self.kafka(), spec, events, rate)
     }
 
     /// Produces `events` of `spec` at `rate`/s on a background thread; join it for the truth.
@@ -183,19 +172,7 @@ impl TestEnv {
         rate: f64,
     ) -> std::thread::JoinHandle<Truth> {
         let k = self.kafka();
-        std::thread::spawn(move || {
-            let mut truth = Truth::new(Some(spec.clone()));
-            let run = Run {
-                kafka: &k,
-                events,
-                rate,
-                stop: Arc::new(AtomicBool::new(false)),
-                progress: &|_| {},
-            };
-            let report = produce(&run, spec, Some(&mut truth)).expect("produce");
-            assert_eq!((report.delivered, report.failed), (events, 0), "{report:?}");
-            truth
-        })
+        std::thread::spawn(move || produce_with_truth(&k, spec, events, rate).0)
     }
 
     pub fn client(&self) -> Client {
@@ -250,6 +227,21 @@ impl TestEnv {
             .execute()
             .await;
     }
+}
+
+/// Produces a generated stream, asserting every message was delivered; returns its truth.
+pub fn produce_with_truth(k: &KafkaConfig, spec: Spec, events: u64, rate: f64) -> (Truth, Report) {
+    let mut truth = Truth::new(Some(spec.clone()));
+    let run = Run {
+        kafka: k,
+        events,
+        rate,
+        stop: Arc::new(AtomicBool::new(false)),
+        progress: &|_| {},
+    };
+    let report = produce(&run, spec, Some(&mut truth)).expect("produce");
+    assert_eq!((report.delivered, report.failed), (events, 0), "{report:?}");
+    (truth, report)
 }
 
 /// A port nobody listens on right now.
