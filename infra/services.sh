@@ -18,6 +18,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/${STRATA_PROFILE:-debug}
 
 SERVICES=(
   "speed:strata-speed run"
+  "archive:strata-batch archive"
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }

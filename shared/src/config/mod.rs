@@ -35,6 +35,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The speed layer (`strata-speed`).
     pub speed: SpeedConfig,
+    /// The batch layer (`strata-batch`).
+    pub batch: BatchConfig,
 }
 
 /// `[kafka]`: the broker, the topics and raw librdkafka options.
@@ -209,6 +211,33 @@ impl Default for SpeedConfig {
             retention_days: 90,
             max_retry_backoff: Duration::from_secs(10),
             listen: "127.0.0.1:9101".into(),
+        }
+    }
+}
+
+/// `[batch]`: the batch layer — the Delta Lake archive and recomputes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Kafka consumer group of the archiver.
+    pub archive_group_id: String,
+    /// Longest time a consumed event waits before it is committed to the archive. Each commit
+    /// writes at least one Parquet file per event date, so longer means fewer, larger files.
+    #[serde(with = "humantime_serde")]
+    pub archive_flush_interval: Duration,
+    /// Commit once this many events are pending.
+    pub archive_max_batch_events: usize,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            archive_group_id: "strata-archive".into(),
+            archive_flush_interval: Duration::from_secs(5),
+            archive_max_batch_events: 500_000,
+            listen: "127.0.0.1:9102".into(),
         }
     }
 }
@@ -440,6 +469,33 @@ impl Config {
             return Err(ConfigError::key(
                 "speed.listen",
                 format!("{:?} must be ip:port", sp.listen),
+            ));
+        }
+        let b = &self.batch;
+        if b.archive_group_id.is_empty() {
+            return Err(ConfigError::key(
+                "batch.archive_group_id",
+                "must not be empty",
+            ));
+        }
+        if b.archive_flush_interval < Duration::from_millis(100)
+            || b.archive_flush_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::key(
+                "batch.archive_flush_interval",
+                "must be between 100ms and 1h",
+            ));
+        }
+        if !(1..=10_000_000).contains(&b.archive_max_batch_events) {
+            return Err(ConfigError::key(
+                "batch.archive_max_batch_events",
+                "must be between 1 and 10000000",
+            ));
+        }
+        if b.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::key(
+                "batch.listen",
+                format!("{:?} must be ip:port", b.listen),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
