@@ -12,6 +12,7 @@ late and malformed messages) to topic metrics-events on 127.0.0.1:9092.
   Rollups so far    curl -s 'http://127.0.0.1:18123/' --data-binary "SELECT metric_name, sumMerge(cnt) AS events,
                       round(sumMerge(total) / events, 2) AS avg FROM strata.speed_rollup_1m
                       WHERE metric_name != '' GROUP BY metric_name ORDER BY metric_name"
+  Archive (Delta)   $ROOT/.strata/lake/events   (http://127.0.0.1:9102/metrics: strata_archive_*)
   Dead letters      .strata/bin/tansu topic list --broker tcp://127.0.0.1:9092   (topic metrics-events-dlq)
   S3 (SeaweedFS)    http://127.0.0.1:8333  (key/secret minioadmin)
   What runs         make status
