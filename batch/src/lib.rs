@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod service;
+pub mod sql;
 
 /// Errors that stop strata-batch, by who is to blame.
 #[derive(Debug, thiserror::Error)]

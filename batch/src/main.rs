@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
 use strata_shared::{telemetry, Config};
 
 /// The batch layer of Strata.
@@ -23,6 +24,78 @@ struct Args {
 enum Command {
     /// Append every valid event to the Delta table `events`, exactly once, until SIGTERM.
     Archive,
+    /// Run read-only SQL over the lake (tables: events). Without QUERY, read statements ending
+    /// in `;` from standard input (an interactive prompt on a terminal).
+    Sql {
+        /// The statement; omit it for the prompt.
+        query: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Most rows printed.
+        #[arg(long, default_value_t = 10_000)]
+        max_rows: usize,
+        /// Longest run time of one statement.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// Runs one statement and prints it; false on error.
+async fn run_sql(session: &SqlSession, sql: &str, format: OutputFormat) -> bool {
+    match session.query(sql).await {
+        Ok(r) => {
+            match render(&r.batches, format) {
+                Ok(text) => println!("{}", text.trim_end()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return false;
+                }
+            }
+            if r.truncated {
+                eprintln!("(cut at the row limit; use LIMIT or --max-rows)");
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
+    }
+}
+
+/// The prompt: statements end with `;`.
+async fn prompt(session: &SqlSession, format: OutputFormat) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    let tty = std::io::stdin().is_terminal();
+    let mut ok = true;
+    let mut buf = String::new();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if tty {
+            print!(
+                "{}",
+                if buf.is_empty() {
+                    "strata> "
+                } else {
+                    "   ...> "
+                }
+            );
+            let _ = std::io::stdout().flush();
+        }
+        let Some(Ok(line)) = lines.next() else { break };
+        buf.push_str(&line);
+        buf.push('\n');
+        if line.trim_end().ends_with(';') {
+            let sql = buf.trim().trim_end_matches(';').to_owned();
+            buf.clear();
+            if !sql.is_empty() {
+                ok &= run_sql(session, &sql, format).await;
+            }
+        }
+    }
+    ok
 }
 
 #[tokio::main]
@@ -50,6 +123,29 @@ async fn main() -> ExitCode {
     });
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
+        Command::Sql {
+            query,
+            format,
+            max_rows,
+            timeout,
+        } => {
+            let session = match SqlSession::open(&cfg, Limits { max_rows, timeout }).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("strata-batch: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ok = match query {
+                Some(q) => run_sql(&session, &q, format).await,
+                None => prompt(&session, format).await,
+            };
+            return if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
