@@ -24,6 +24,15 @@ struct Args {
 enum Command {
     /// Append every valid event to the Delta table `events`, exactly once, until SIGTERM.
     Archive,
+    /// Recompute exact rollups (rollup_1m, rollup_1h) over whole hours [FROM, TO) from the archive.
+    Recompute {
+        /// Start: RFC 3339 (2026-11-25T10:00:00Z) or Unix milliseconds; a whole hour.
+        #[arg(long, value_parser = parse_time)]
+        from: i64,
+        /// End (exclusive), same forms.
+        #[arg(long, value_parser = parse_time)]
+        to: i64,
+    },
     /// Run read-only SQL over the lake (tables: events). Without QUERY, read statements ending
     /// in `;` from standard input (an interactive prompt on a terminal).
     Sql {
@@ -39,6 +48,16 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+}
+
+/// RFC 3339 or Unix milliseconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix milliseconds: {e}"))
 }
 
 /// Runs one statement and prints it; false on error.
@@ -123,6 +142,25 @@ async fn main() -> ExitCode {
     });
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
+        Command::Recompute { from, to } => {
+            let started = std::time::Instant::now();
+            return match strata_batch::recompute::recompute(&cfg, from, to).await {
+                Ok(r) => {
+                    println!(
+                        "recomputed [{from}, {to}) from archive version {}: {} rollup_1m rows, {} rollup_1h rows in {:.1}s",
+                        r.archive_version,
+                        r.rows[0],
+                        r.rows[1],
+                        started.elapsed().as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata-batch: recompute failed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Sql {
             query,
             format,

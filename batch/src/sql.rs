@@ -1,5 +1,5 @@
 //! Read-only ad hoc SQL over the lake: a DataFusion session with the lake's tables registered
-//! (`events` today; `rollup_1m` and `rollup_1h` as the recompute lands).
+//! (`events`, and `rollup_1m` / `rollup_1h` once a recompute wrote them).
 //!
 //! The sandbox: DDL (`CREATE …`, `DROP …`, `CREATE EXTERNAL TABLE`), DML (`INSERT`, `DELETE`,
 //! `UPDATE`), `COPY … TO` and statements (`SET`, transactions) are refused before planning runs;
@@ -13,6 +13,7 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use strata_shared::Config;
 
 use crate::archive::writer::{open_table, EVENTS_TABLE};
+use crate::recompute::Tier;
 
 /// Why a query gave no result.
 #[derive(Debug, thiserror::Error)]
@@ -78,25 +79,27 @@ impl SqlSession {
     /// Registers the lake's tables that exist.
     pub async fn open(cfg: &Config, limits: Limits) -> Result<Self, SqlError> {
         let ctx = SessionContext::new();
-        let mut table = open_table(cfg, EVENTS_TABLE)
-            .await
-            .map_err(|e| SqlError::Lake(e.to_string()))?;
-        match table.load().await {
-            Ok(()) => {
-                table
-                    .update_datafusion_session(&ctx.state())
-                    .map_err(|e| SqlError::Lake(e.to_string()))?;
-                let provider = table
-                    .table_provider()
-                    .await
-                    .map_err(|e| SqlError::Lake(e.to_string()))?;
-                ctx.register_table(EVENTS_TABLE, provider)
-                    .map_err(|e| SqlError::Lake(e.to_string()))?;
+        for name in [EVENTS_TABLE, Tier::Minute.table(), Tier::Hour.table()] {
+            let mut table = open_table(cfg, name)
+                .await
+                .map_err(|e| SqlError::Lake(e.to_string()))?;
+            match table.load().await {
+                Ok(()) => {
+                    table
+                        .update_datafusion_session(&ctx.state())
+                        .map_err(|e| SqlError::Lake(e.to_string()))?;
+                    let provider = table
+                        .table_provider()
+                        .await
+                        .map_err(|e| SqlError::Lake(e.to_string()))?;
+                    ctx.register_table(name, provider)
+                        .map_err(|e| SqlError::Lake(e.to_string()))?;
+                }
+                Err(deltalake::DeltaTableError::NotATable(_)) => {
+                    tracing::info!(table = name, "not in the lake yet")
+                }
+                Err(e) => return Err(SqlError::Lake(e.to_string())),
             }
-            Err(deltalake::DeltaTableError::NotATable(_)) => {
-                tracing::info!("the lake has no events table yet");
-            }
-            Err(e) => return Err(SqlError::Lake(e.to_string())),
         }
         Ok(Self { ctx, limits })
     }

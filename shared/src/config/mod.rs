@@ -165,7 +165,7 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            log_level: "info,buoyant_kernel=warn,deltalake_core=warn".into(),
+            log_level: "info,buoyant_kernel=off,deltalake_core=warn".into(),
             log_format: LogFormat::Text,
         }
     }

@@ -1,0 +1,196 @@
+//! Recompute: exact rollups of the archive over an hour-aligned range, written to the Delta
+//! tables `rollup_1m` and `rollup_1h`.
+//!
+//! `sql/datafusion/rollup.sql` runs over `events` (duplicates removed by event_id, exact
+//! quantiles); each tier's result replaces that range of its table in ONE Delta commit
+//! (`replace_where` on `start_ms`), so readers never see half a recompute. The commit records what
+//! it covers — range and archive version — in its commit info under `strata.recompute`, from which
+//! the serving layer can compute its time boundary.
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTableError;
+use strata_shared::Config;
+
+use crate::archive::writer::{open_table, EVENTS_TABLE};
+
+/// The tier SQL, compiled in.
+pub const ROLLUP_SQL: &str = include_str!("../../sql/datafusion/rollup.sql");
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A stored rollup tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Per (series, minute): table `rollup_1m`.
+    Minute,
+    /// Per (series, hour): table `rollup_1h`.
+    Hour,
+}
+
+impl Tier {
+    /// Both tiers, finest first.
+    pub const ALL: [Tier; 2] = [Tier::Minute, Tier::Hour];
+
+    /// The Delta table of the tier.
+    pub fn table(self) -> &'static str {
+        match self {
+            Tier::Minute => "rollup_1m",
+            Tier::Hour => "rollup_1h",
+        }
+    }
+
+    /// Bucket width in ms.
+    pub fn step_ms(self) -> i64 {
+        match self {
+            Tier::Minute => 60_000,
+            Tier::Hour => HOUR_MS,
+        }
+    }
+}
+
+/// Why a recompute failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecomputeError {
+    /// The range is not whole hours, or is empty.
+    #[error("bad range: {0}")]
+    Range(String),
+    /// Nothing has been archived yet.
+    #[error("the lake has no events table yet")]
+    NoArchive,
+    /// The lake could not be read or written.
+    #[error("lake: {0}")]
+    Lake(#[from] DeltaTableError),
+    /// The rollup query failed.
+    #[error("query: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+}
+
+/// What a recompute did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Range start (ms, inclusive).
+    pub from_ms: i64,
+    /// Range end (ms, exclusive).
+    pub to_ms: i64,
+    /// The archive version the rollups were computed from.
+    pub archive_version: i64,
+    /// Rows written per tier, in [`Tier::ALL`] order.
+    pub rows: [usize; 2],
+}
+
+/// The tier SQL for a range.
+pub fn tier_sql(tier: Tier, from_ms: i64, to_ms: i64) -> String {
+    ROLLUP_SQL
+        .replace("{step_ms}", &tier.step_ms().to_string())
+        .replace("{from_ms}", &from_ms.to_string())
+        .replace("{to_ms}", &to_ms.to_string())
+}
+
+/// Recomputes both tiers over `[from_ms, to_ms)` (whole hours).
+pub async fn recompute(cfg: &Config, from_ms: i64, to_ms: i64) -> Result<Report, RecomputeError> {
+    if from_ms % HOUR_MS != 0 || to_ms % HOUR_MS != 0 || to_ms <= from_ms {
+        return Err(RecomputeError::Range(format!(
+            "[{from_ms}, {to_ms}) must be whole hours, from before to"
+        )));
+    }
+    let mut events = open_table(cfg, EVENTS_TABLE).await?;
+    match events.load().await {
+        Ok(()) => {}
+        Err(DeltaTableError::NotATable(_)) => return Err(RecomputeError::NoArchive),
+        Err(e) => return Err(e.into()),
+    }
+    let archive_version = events.version().ok_or(RecomputeError::NoArchive)? as i64;
+    let ctx = SessionContext::new();
+    events.update_datafusion_session(&ctx.state())?;
+    ctx.register_table(EVENTS_TABLE, events.table_provider().await?)?;
+
+    let mut rows = [0usize; 2];
+    for (i, tier) in Tier::ALL.into_iter().enumerate() {
+        let batches: Vec<RecordBatch> = ctx
+            .sql(&tier_sql(tier, from_ms, to_ms))
+            .await?
+            .collect()
+            .await?;
+        rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
+        replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await?;
+    }
+    Ok(Report {
+        from_ms,
+        to_ms,
+        archive_version,
+        rows,
+    })
+}
+
+/// Replaces `[from_ms, to_ms)` of the tier's table with `batches`, in one commit.
+async fn replace_range(
+    cfg: &Config,
+    tier: Tier,
+    from_ms: i64,
+    to_ms: i64,
+    archive_version: i64,
+    batches: Vec<RecordBatch>,
+) -> Result<(), RecomputeError> {
+    let mut table = open_table(cfg, tier.table()).await?;
+    let exists = match table.load().await {
+        Ok(()) => true,
+        Err(DeltaTableError::NotATable(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !exists && batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(()); // nothing to replace, nothing to write
+    }
+    let batches = batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .collect::<Vec<_>>();
+    let coverage = serde_json::json!({ "from_ms": from_ms, "to_ms": to_ms, "archive_version": archive_version });
+    let props =
+        CommitProperties::default().with_metadata([("strata.recompute".to_owned(), coverage)]);
+    let mut write = table
+        .write(batches)
+        .with_partition_columns(["event_date"])
+        .with_commit_properties(props);
+    write = if exists {
+        write
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(format!("start_ms >= {from_ms} AND start_ms < {to_ms}").as_str())
+    } else {
+        write.with_save_mode(SaveMode::Append)
+    };
+    write.await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_is_filled_with_integers_only() {
+        let sql = tier_sql(Tier::Minute, 3_600_000, 7_200_000);
+        assert!(!sql.contains('{'), "every placeholder is filled");
+        assert!(sql.contains("timestamp_ms >= 3600000 AND timestamp_ms < 7200000"));
+        assert!(sql.contains("% 60000"));
+        assert!(tier_sql(Tier::Hour, 0, 3_600_000).contains("% 3600000"));
+    }
+
+    #[tokio::test]
+    async fn ranges_must_be_whole_hours() {
+        let cfg = Config::default();
+        for (f, t) in [
+            (1, 3_600_000),
+            (0, 3_600_001),
+            (3_600_000, 3_600_000),
+            (7_200_000, 3_600_000),
+        ] {
+            assert!(
+                matches!(recompute(&cfg, f, t).await, Err(RecomputeError::Range(_))),
+                "{f}..{t}"
+            );
+        }
+    }
+}

@@ -1,0 +1,53 @@
+-- Exact rollups of the archive for one tier, over one time range (DataFusion SQL).
+--
+-- Placeholders, filled by strata-batch (integers only, never text from a user):
+--   {step_ms}  bucket width in ms (60000 for rollup_1m, 3600000 for rollup_1h)
+--   {from_ms}  first millisecond of the range (inclusive, a whole hour)
+--   {to_ms}    end of the range (exclusive, a whole hour)
+--
+-- Duplicates (producer retries) are removed by event_id, keeping the first copy in Kafka order.
+-- Quantiles are exact: linear interpolation between the closest ranks of the sorted values (as
+-- DuckDB's quantile_cont and NumPy's default do), computed here from the sorted array rather than
+-- with DataFusion 55's percentile_cont, whose interpolation is off by up to ~1e-6 relative.
+-- Changing this file and recomputing a range rewrites that range's history.
+WITH ranged AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) AS copy
+    FROM events
+    WHERE timestamp_ms >= {from_ms} AND timestamp_ms < {to_ms}
+      AND event_date >= to_char(to_timestamp_millis({from_ms}), '%Y-%m-%d')
+      AND event_date <= to_char(to_timestamp_millis({to_ms} - 1), '%Y-%m-%d')
+),
+deduped AS (
+    SELECT *, timestamp_ms - (timestamp_ms % {step_ms}) AS start_ms FROM ranged WHERE copy = 1
+),
+grouped AS (
+    SELECT
+        series_id,
+        start_ms,
+        first_value(metric_name) AS metric_name,
+        first_value(source) AS source,
+        first_value(tags) AS tags,
+        count(*) AS count,
+        sum(value) AS sum,
+        min(value) AS min,
+        max(value) AS max,
+        array_agg(value ORDER BY value) AS v
+    FROM deduped
+    GROUP BY series_id, start_ms
+),
+ranked AS (
+    -- Rank position q·(n−1) of each quantile (0-based); v is 1-based.
+    SELECT *,
+           0.5 * (count - 1) AS r50, 0.9 * (count - 1) AS r90,
+           0.95 * (count - 1) AS r95, 0.99 * (count - 1) AS r99
+    FROM grouped
+)
+SELECT
+    series_id, start_ms, metric_name, source, tags, count, sum, min, max,
+    v[CAST(floor(r50) AS BIGINT) + 1] + (v[CAST(ceil(r50) AS BIGINT) + 1] - v[CAST(floor(r50) AS BIGINT) + 1]) * (r50 - floor(r50)) AS p50,
+    v[CAST(floor(r90) AS BIGINT) + 1] + (v[CAST(ceil(r90) AS BIGINT) + 1] - v[CAST(floor(r90) AS BIGINT) + 1]) * (r90 - floor(r90)) AS p90,
+    v[CAST(floor(r95) AS BIGINT) + 1] + (v[CAST(ceil(r95) AS BIGINT) + 1] - v[CAST(floor(r95) AS BIGINT) + 1]) * (r95 - floor(r95)) AS p95,
+    v[CAST(floor(r99) AS BIGINT) + 1] + (v[CAST(ceil(r99) AS BIGINT) + 1] - v[CAST(floor(r99) AS BIGINT) + 1]) * (r99 - floor(r99)) AS p99,
+    to_char(to_timestamp_millis(start_ms), '%Y-%m-%d') AS event_date
+FROM ranked
