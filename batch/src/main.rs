@@ -33,6 +33,13 @@ enum Command {
         #[arg(long, value_parser = parse_time)]
         to: i64,
     },
+    /// Backfill: import MetricEvents from JSON Lines or Parquet files into the archive, through
+    /// the same validation as the Kafka path.
+    Import {
+        /// Files to import (`.parquet` by extension, JSON Lines otherwise).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run read-only SQL over the lake (tables: events). Without QUERY, read statements ending
     /// in `;` from standard input (an interactive prompt on a terminal).
     Sql {
@@ -142,6 +149,27 @@ async fn main() -> ExitCode {
     });
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
+        Command::Import { files } => {
+            let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+            let now = chrono::Utc::now().timestamp_millis();
+            return match strata_batch::import::import(&cfg, &paths, now).await {
+                Ok(r) => {
+                    let refused: u64 = r.refused.values().sum();
+                    println!(
+                        "imported {} events; refused {refused} {:?}",
+                        r.imported, r.refused
+                    );
+                    for e in &r.examples {
+                        eprintln!("refused: {e}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata-batch: import failed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Recompute { from, to } => {
             let started = std::time::Instant::now();
             return match strata_batch::recompute::recompute(&cfg, from, to).await {

@@ -5,6 +5,8 @@
 //! offsets land in the same atomic commit, so after a crash the archiver resumes right after the
 //! stored version and nothing is written twice (kafka-delta-ingest's scheme). A writer whose view
 //! is stale loses the commit race ("concurrent transaction") and must reload and re-seek.
+//! Each commit's info also lists the event hours it touched (`strata.archive.hours`), so the hours
+//! changed since their last recompute (late events) can be found from the log.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -105,6 +107,12 @@ impl Archive {
             .iter()
             .map(|(&p, &o)| Transaction::new(app_id(p), o))
             .collect();
+        // The event hours this commit touches, for finding hours changed since their last recompute.
+        let hours: std::collections::BTreeSet<i64> = events
+            .iter()
+            .map(|e| e.event.timestamp_ms.div_euclid(3_600_000) * 3_600_000)
+            .collect();
+        let info = serde_json::json!({ "hours": hours });
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
@@ -115,7 +123,11 @@ impl Archive {
             .with_save_mode(SaveMode::Append)
             .with_partition_columns([PARTITION_COLUMN])
             .with_writer_properties(props)
-            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_application_transactions(txns)
+                    .with_metadata([("strata.archive".to_owned(), info)]),
+            )
             .await?;
         self.table = table;
         Ok(())
