@@ -9,7 +9,7 @@
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTableError;
 use strata_shared::Config;
@@ -20,6 +20,8 @@ use crate::archive::writer::{open_table, EVENTS_TABLE};
 pub const ROLLUP_SQL: &str = include_str!("../../sql/datafusion/rollup.sql");
 
 const HOUR_MS: i64 = 3_600_000;
+/// Attempts per tier when concurrent recomputes keep winning the commit race.
+const MAX_ATTEMPTS: u32 = 5;
 
 /// A stored rollup tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,13 +111,31 @@ pub async fn recompute(cfg: &Config, from_ms: i64, to_ms: i64) -> Result<Report,
 
     let mut rows = [0usize; 2];
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
-        let batches: Vec<RecordBatch> = ctx
-            .sql(&tier_sql(tier, from_ms, to_ms))
-            .await?
-            .collect()
-            .await?;
-        rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
-        replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await?;
+        // Another recompute may commit to the same table first (overlapping jobs): ours then
+        // loses the race with a commit conflict and is simply run again on the newer table.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let batches: Vec<RecordBatch> = ctx
+                .sql(&tier_sql(tier, from_ms, to_ms))
+                .await?
+                .collect()
+                .await?;
+            rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
+            match replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await {
+                Err(RecomputeError::Lake(DeltaTableError::Transaction { source }))
+                    if attempt < MAX_ATTEMPTS
+                        && matches!(source, TransactionError::CommitConflict(_)) =>
+                {
+                    tracing::info!(
+                        table = tier.table(),
+                        attempt,
+                        "a concurrent recompute committed first; retrying"
+                    );
+                }
+                other => break other?,
+            }
+        }
     }
     Ok(Report {
         from_ms,
