@@ -5,6 +5,7 @@
 //! Kafka offset; [`service`] wires it up with telemetry and signals.
 
 pub mod archive;
+pub mod coverage;
 pub mod import;
 pub mod recompute;
 pub mod service;

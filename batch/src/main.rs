@@ -40,6 +40,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show what the batch views cover: covered hours, the time boundary, and dirty hours (changed
+    /// since their last recompute).
+    Status,
     /// Run read-only SQL over the lake (tables: events). Without QUERY, read statements ending
     /// in `;` from standard input (an interactive prompt on a terminal).
     Sql {
@@ -149,6 +152,32 @@ async fn main() -> ExitCode {
     });
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
+        Command::Status => {
+            return match strata_batch::coverage::status(&cfg).await {
+                Ok((covered, dirty, end)) => {
+                    let hour = |ms: i64| {
+                        chrono::DateTime::from_timestamp_millis(ms)
+                            .map(|t| t.format("%Y-%m-%dT%H:00Z").to_string())
+                            .unwrap_or_default()
+                    };
+                    println!("covered hours: {}", covered.len());
+                    println!(
+                        "boundary:      {}",
+                        end.map(hour)
+                            .unwrap_or_else(|| "none (nothing recomputed yet)".into())
+                    );
+                    println!(
+                        "dirty hours:   {}",
+                        dirty.iter().map(|h| hour(*h)).collect::<Vec<_>>().join(" ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata-batch: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Import { files } => {
             let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
             let now = chrono::Utc::now().timestamp_millis();

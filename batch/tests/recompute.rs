@@ -187,3 +187,68 @@ async fn two_overlapping_recomputes_at_once_end_consistent() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_event_marks_its_hour_dirty_until_it_is_recomputed() {
+    use strata_batch::coverage::status;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.lake.url = dir.path().join("lake").display().to_string();
+    let base = 1_764_000_000_000;
+    let spec = Spec {
+        base_time_ms: base,
+        seed: 4,
+        ..Spec::default()
+    };
+    let events: Vec<ArchivedEvent> = Generator::new(spec)
+        .take(2000)
+        .enumerate()
+        .map(|(i, m)| ArchivedEvent {
+            event: m.event.unwrap(),
+            partition: 0,
+            offset: i as i64,
+        })
+        .collect();
+    let mut archive = Archive::open(&cfg).await.unwrap();
+    archive
+        .append(&events, &BTreeMap::from([(0, 1999)]))
+        .await
+        .unwrap();
+    let (from, to) = (hour_start(base) - 3_600_000, hour_start(base) + 3_600_000);
+    let (_, dirty, end) = status(&cfg).await.unwrap();
+    assert!(
+        !dirty.is_empty() && end.is_none(),
+        "nothing recomputed yet: archived hours are dirty"
+    );
+
+    recompute(&cfg, from, to).await.unwrap();
+    let (covered, dirty, end) = status(&cfg).await.unwrap();
+    assert!(dirty.is_empty(), "{dirty:?}");
+    assert_eq!(end, Some(to));
+    assert_eq!(covered.len(), 2);
+
+    // A late event for the earlier hour arrives.
+    let before = read_tier(&cfg, Tier::Hour).await;
+    let mut late = events[0].clone();
+    late.event.event_id = "late-1".into();
+    late.event.timestamp_ms = from + 1;
+    late.offset = 2000;
+    let late_series = late.event.series_id();
+    archive
+        .append(&[late], &BTreeMap::from([(0, 2000)]))
+        .await
+        .unwrap();
+    let (_, dirty, _) = status(&cfg).await.unwrap();
+    assert_eq!(dirty.into_iter().collect::<Vec<_>>(), vec![from]);
+
+    recompute(&cfg, from, from + 3_600_000).await.unwrap();
+    let (_, dirty, _) = status(&cfg).await.unwrap();
+    assert!(dirty.is_empty());
+    let after = read_tier(&cfg, Tier::Hour).await;
+    let key = (late_series, from);
+    assert_eq!(
+        after[&key].0,
+        before.get(&key).map_or(0, |v| v.0) + 1,
+        "the late event is counted once"
+    );
+}
