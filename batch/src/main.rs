@@ -40,6 +40,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Rewrite the archive's small Parquet files into larger ones (one Delta commit).
+    Compact {
+        /// Target file size in MiB.
+        #[arg(long, default_value_t = 128)]
+        target_mib: u64,
+    },
     /// Show what the batch views cover: covered hours, the time boundary, and dirty hours (changed
     /// since their last recompute).
     Status,
@@ -152,6 +158,21 @@ async fn main() -> ExitCode {
     });
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
+        Command::Compact { target_mib } => {
+            return match strata_batch::archive::compaction::compact(&cfg, target_mib << 20).await {
+                Ok(c) => {
+                    println!(
+                        "compacted: {} small files rewritten into {}",
+                        c.files_removed, c.files_added
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata-batch: compaction failed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Status => {
             return match strata_batch::coverage::status(&cfg).await {
                 Ok((covered, dirty, end)) => {

@@ -118,3 +118,63 @@ async fn python_deltalake_reads_what_strata_wrote() {
         ours[2].parse().unwrap()
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_keeps_rows_and_offsets_and_stays_readable() {
+    use strata_batch::archive::compaction::compact;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    let lake = dir.path().join("lake");
+    cfg.lake.url = lake.display().to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut archive = Archive::open(&cfg).await.unwrap();
+    let events: Vec<ArchivedEvent> = Generator::new(Spec {
+        base_time_ms: now,
+        seed: 2,
+        ..Spec::default()
+    })
+    .take(4000)
+    .enumerate()
+    .map(|(i, m)| ArchivedEvent {
+        event: m.event.unwrap(),
+        partition: 0,
+        offset: i as i64,
+    })
+    .collect();
+    for chunk in events.chunks(200) {
+        archive
+            .append(chunk, &BTreeMap::from([(0, chunk.last().unwrap().offset)]))
+            .await
+            .unwrap();
+    }
+    let c = compact(&cfg, 64 << 20).await.unwrap();
+    assert!(
+        c.files_removed >= 20 && c.files_added < c.files_removed,
+        "{c:?}"
+    );
+    assert_eq!(
+        csv_row(
+            &cfg,
+            "SELECT count(*), count(DISTINCT event_id) FROM events"
+        )
+        .await,
+        vec!["4000", "4000"]
+    );
+    assert_eq!(
+        archive.stored_offsets(&[0]).await.unwrap(),
+        BTreeMap::from([(0, 3999)]),
+        "offsets survive"
+    );
+    let out = Command::new(python())
+        .args(["-c", "import sys, deltalake; t = deltalake.DeltaTable(sys.argv[1]); print(t.to_pyarrow_table().num_rows, len(t.file_uris()))"])
+        .arg(lake.join("events"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.split_whitespace().next(),
+        Some("4000"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

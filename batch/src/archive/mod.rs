@@ -5,6 +5,7 @@
 //! skips them), batches events and hands them to [`writer`], whose commits carry the Kafka
 //! offsets they cover. On assignment the consumer seeks right after the stored offsets.
 
+pub mod compaction;
 pub mod consumer;
 pub mod schema;
 pub mod writer;
