@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
@@ -144,18 +142,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init_tracing(&cfg.telemetry);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("signal received; committing and stopping");
-        flag.store(true, Ordering::SeqCst);
-    });
+    let stop = telemetry::stop_on_signals();
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
         Command::Compact { target_mib } => {

@@ -106,6 +106,50 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
     .await
 }
 
+/// Applies a rebalance the way Strata's consumers need it: `on_assign` may set each partition's
+/// start offset in the list before it is assigned; `on_revoke` runs (and must finish writing what
+/// it holds for those partitions) before they are given up. Works with eager and cooperative
+/// assignment. Call it from `ConsumerContext::rebalance`.
+pub fn apply_rebalance<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    err: rdkafka::types::RDKafkaRespErr,
+    tpl: &mut rdkafka::TopicPartitionList,
+    on_assign: impl FnOnce(&mut rdkafka::TopicPartitionList),
+    on_revoke: impl FnOnce(&rdkafka::TopicPartitionList),
+) {
+    use rdkafka::consumer::{Consumer, RebalanceProtocol};
+    use rdkafka::types::RDKafkaRespErr as E;
+    let cooperative = matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    );
+    let result = match err {
+        E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+            on_assign(tpl);
+            if cooperative {
+                consumer.incremental_assign(tpl)
+            } else {
+                consumer.assign(tpl)
+            }
+        }
+        E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+            on_revoke(tpl);
+            if cooperative {
+                consumer.incremental_unassign(tpl)
+            } else {
+                consumer.unassign()
+            }
+        }
+        other => {
+            tracing::error!(error = ?other, "rebalance error");
+            consumer.unassign()
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "applying the rebalance failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

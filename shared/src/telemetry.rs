@@ -29,6 +29,24 @@ pub fn init_tracing(cfg: &TelemetryConfig) {
     };
 }
 
+/// A flag that turns true on SIGTERM or Ctrl-C: services check it, finish what they hold, and exit.
+/// Needs a Tokio runtime.
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("signal received; finishing pending work and stopping");
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
 /// A service's metrics registry and readiness flag.
 #[derive(Clone)]
 pub struct Telemetry {

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use strata_shared::{telemetry, Config};
@@ -43,19 +41,7 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| anyhow::anyhow!("migration failed: {e}")),
         Command::Run => {
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            tokio::spawn(async move {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                tracing::info!("signal received; flushing and stopping");
-                flag.store(true, Ordering::SeqCst);
-            });
+            let stop = telemetry::stop_on_signals();
             strata_speed::service::run(cfg, stop)
                 .await
                 .map_err(anyhow::Error::from)
