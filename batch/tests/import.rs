@@ -2,32 +2,19 @@
 //! validation as the Kafka path; refusals are counted by reason with their line; the recompute
 //! then counts each event once even when a file is imported twice. Local lake, no servers.
 
+mod common;
+
 use std::io::Write;
 
 use strata_batch::archive::schema::{to_record_batch, ArchivedEvent};
 use strata_batch::import::import;
 use strata_batch::recompute::recompute;
-use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
 use strata_shared::gen::truth::{hour_start, Truth};
 use strata_shared::gen::{Generator, Kind, Spec};
-use strata_shared::Config;
-
-async fn scalar(cfg: &Config, sql: &str) -> String {
-    let s = SqlSession::open(cfg, Limits::default()).await.unwrap();
-    let r = s.query(sql).await.unwrap();
-    render(&r.batches, OutputFormat::Csv)
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jsonl_and_parquet_backfill_through_validation() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.lake.url = dir.path().join("lake").display().to_string();
+    let (dir, cfg) = common::local_lake();
     let now = chrono::Utc::now().timestamp_millis();
     let spec = Spec {
         base_time_ms: now,
@@ -92,8 +79,8 @@ async fn jsonl_and_parquet_backfill_through_validation() {
     let summary = truth.summary();
     assert_eq!(report.imported, summary.valid_unique + summary.duplicates);
     assert_eq!(
-        scalar(&cfg, "SELECT count(*) FROM events").await,
-        report.imported.to_string()
+        common::first_row(&cfg, "SELECT count(*) FROM events").await,
+        vec![report.imported.to_string()]
     );
 
     // Importing the JSON Lines again duplicates rows; the recompute counts each event once.
@@ -102,7 +89,7 @@ async fn jsonl_and_parquet_backfill_through_validation() {
     let to = hour_start(now) + 3_600_000;
     recompute(&cfg, from, to).await.unwrap();
     assert_eq!(
-        scalar(&cfg, "SELECT sum(count) FROM rollup_1h").await,
-        summary.valid_unique.to_string()
+        common::first_row(&cfg, "SELECT sum(count) FROM rollup_1h").await,
+        vec![summary.valid_unique.to_string()]
     );
 }

@@ -2,6 +2,8 @@
 //! `.strata/venv` by `make setup` / `make up`) sees the same rows, versions, Kafka transaction
 //! versions and rollups as Strata. Local lake; no servers.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,10 +11,8 @@ use std::process::Command;
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
-use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
 use strata_shared::gen::truth::hour_start;
 use strata_shared::gen::{Generator, Spec};
-use strata_shared::Config;
 
 fn python() -> PathBuf {
     let home = std::env::var("STRATA_HOME")
@@ -36,25 +36,10 @@ print(json.dumps({
 }))
 "#;
 
-async fn csv_row(cfg: &Config, sql: &str) -> Vec<String> {
-    let s = SqlSession::open(cfg, Limits::default()).await.unwrap();
-    let r = s.query(sql).await.unwrap();
-    render(&r.batches, OutputFormat::Csv)
-        .unwrap()
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn python_deltalake_reads_what_strata_wrote() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
+    let (dir, cfg) = common::local_lake();
     let lake = dir.path().join("lake");
-    cfg.lake.url = lake.display().to_string();
     let now = chrono::Utc::now().timestamp_millis();
     let mut archive = Archive::open(&cfg).await.unwrap();
     let events: Vec<ArchivedEvent> = Generator::new(Spec {
@@ -106,7 +91,8 @@ async fn python_deltalake_reads_what_strata_wrote() {
             "transaction version of partition {p}"
         );
     }
-    let ours = csv_row(&cfg, "SELECT sum(count), sum(sum), sum(p99) FROM rollup_1h").await;
+    let ours =
+        common::first_row(&cfg, "SELECT sum(count), sum(sum), sum(p99) FROM rollup_1h").await;
     assert_eq!(py["rollup_events"].to_string(), ours[0]);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
     assert!(close(
@@ -122,10 +108,8 @@ async fn python_deltalake_reads_what_strata_wrote() {
 #[tokio::test(flavor = "multi_thread")]
 async fn compaction_keeps_rows_and_offsets_and_stays_readable() {
     use strata_batch::archive::compaction::compact;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
+    let (dir, cfg) = common::local_lake();
     let lake = dir.path().join("lake");
-    cfg.lake.url = lake.display().to_string();
     let now = chrono::Utc::now().timestamp_millis();
     let mut archive = Archive::open(&cfg).await.unwrap();
     let events: Vec<ArchivedEvent> = Generator::new(Spec {
@@ -153,7 +137,7 @@ async fn compaction_keeps_rows_and_offsets_and_stays_readable() {
         "{c:?}"
     );
     assert_eq!(
-        csv_row(
+        common::first_row(
             &cfg,
             "SELECT count(*), count(DISTINCT event_id) FROM events"
         )

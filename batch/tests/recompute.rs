@@ -2,6 +2,8 @@
 //! quantiles, per (series, minute) and per (series, hour), with duplicates removed and late events
 //! included — on a Delta archive in a local folder (no servers needed).
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -62,9 +64,7 @@ async fn read_tier(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recompute_equals_the_ground_truth_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.lake.url = dir.path().join("lake").display().to_string();
+    let (_dir, cfg) = common::local_lake();
     let base = 1_764_000_000_000;
     let spec = Spec {
         base_time_ms: base,
@@ -140,9 +140,7 @@ async fn recompute_equals_the_ground_truth_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_overlapping_recomputes_at_once_end_consistent() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.lake.url = dir.path().join("lake").display().to_string();
+    let (_dir, cfg) = common::local_lake();
     let base = 1_764_000_000_000;
     let spec = Spec {
         base_time_ms: base,
@@ -191,9 +189,7 @@ async fn two_overlapping_recomputes_at_once_end_consistent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_event_marks_its_hour_dirty_until_it_is_recomputed() {
     use strata_batch::coverage::status;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.lake.url = dir.path().join("lake").display().to_string();
+    let (_dir, cfg) = common::local_lake();
     let base = 1_764_000_000_000;
     let spec = Spec {
         base_time_ms: base,
