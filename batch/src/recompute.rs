@@ -89,6 +89,7 @@ pub fn tier_sql(tier: Tier, from_ms: i64, to_ms: i64) -> String {
         .replace("{step_ms}", &tier.step_ms().to_string())
         .replace("{from_ms}", &from_ms.to_string())
         .replace("{to_ms}", &to_ms.to_string())
+        .replace("{ln_gamma}", &format!("{:?}", strata_shared::sketch::LN_GAMMA))
 }
 
 /// Recomputes both tiers over `[from_ms, to_ms)` (whole hours).

@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::{open_table, Archive};
 use strata_batch::recompute::{recompute, Tier};
 use strata_shared::gen::truth::{hour_start, Truth};
 use strata_shared::gen::{Format, Generator, Spec};
+use strata_shared::sketch::Sketch;
+use strata_shared::stats::QUANTILES;
 use strata_shared::Config;
 
 async fn read_tier(
@@ -57,6 +59,50 @@ async fn read_tier(
                     [v(3), v(4), v(5), v(6)],
                 ),
             );
+        }
+    }
+    out
+}
+
+/// (series, start, count, sketch) of every rollup_1m row.
+async fn read_sketches(cfg: &Config) -> Vec<(u64, i64, u64, Sketch)> {
+    let mut table = open_table(cfg, Tier::Minute.table()).await.unwrap();
+    table.load().await.unwrap();
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("r", table.table_provider().await.unwrap())
+        .unwrap();
+    let batches: Vec<RecordBatch> = ctx
+        .sql("SELECT series_id, start_ms, count, sketch_keys, sketch_counts FROM r")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        let i64s = |i: usize| cast(b.column(i), &DataType::Int64).unwrap();
+        let (sid, start, count) = (i64s(0), i64s(1), i64s(2));
+        let (sid, start, count) = (
+            sid.as_primitive::<Int64Type>(),
+            start.as_primitive::<Int64Type>(),
+            count.as_primitive::<Int64Type>(),
+        );
+        let (keys, counts) = (b.column(3).as_list::<i32>(), b.column(4).as_list::<i32>());
+        for r in 0..b.num_rows() {
+            let k = cast(&keys.value(r), &DataType::Int32).unwrap();
+            let c = cast(&counts.value(r), &DataType::Int64).unwrap();
+            let mut sketch = Sketch::new();
+            sketch.merge_buckets(
+                k.as_primitive::<Int32Type>().values(),
+                c.as_primitive::<Int64Type>().values(),
+            );
+            out.push((
+                sid.value(r) as u64,
+                start.value(r),
+                count.value(r) as u64,
+                sketch,
+            ));
         }
     }
     out
@@ -128,6 +174,30 @@ async fn recompute_equals_the_ground_truth_exactly() {
                     "{name}: quantiles are the exact linear interpolation, bit for bit"
                 );
             }
+        }
+    }
+
+    // The stored sketches: minute sketches merged per hour answer the hour's quantiles within
+    // the sketch's accuracy, and each holds exactly its bucket's count.
+    let hours = read_tier(&cfg, Tier::Hour).await;
+    let mut merged: HashMap<(u64, i64), Sketch> = HashMap::new();
+    for (series, start, count, sketch) in read_sketches(&cfg).await {
+        assert_eq!(sketch.count(), count, "a sketch counts its bucket's values");
+        merged
+            .entry((series, hour_start(start)))
+            .or_default()
+            .merge(&sketch);
+    }
+    assert_eq!(merged.len(), hours.len());
+    for (key, sketch) in &merged {
+        let (count, _, min, max, exact) = &hours[key];
+        assert_eq!(sketch.count(), *count as u64);
+        for (q, e) in QUANTILES.iter().zip(exact) {
+            let est = sketch.quantile(*q, Some(*min), Some(*max)).unwrap();
+            assert!(
+                (est - e).abs() <= 0.0101 * e.abs().max(*max - *min),
+                "q{q} of {key:?}: sketch {est}, exact {e}"
+            );
         }
     }
 

@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod lake;
 pub mod reject;
 pub mod series;
+pub mod sketch;
 pub mod stats;
 pub mod telemetry;
 pub mod validate;

@@ -4,11 +4,15 @@
 --   {step_ms}  bucket width in ms (60000 for rollup_1m, 3600000 for rollup_1h)
 --   {from_ms}  first millisecond of the range (inclusive, a whole hour)
 --   {to_ms}    end of the range (exclusive, a whole hour)
+--   {ln_gamma} ln γ of the quantile sketch (strata_shared::sketch::LN_GAMMA)
 --
 -- Duplicates (producer retries) are removed by event_id, keeping the first copy in Kafka order.
 -- Quantiles are exact: linear interpolation between the closest ranks of the sorted values (as
 -- DuckDB's quantile_cont and NumPy's default do), computed here from the sorted array rather than
 -- with DataFusion 55's percentile_cont, whose interpolation is off by up to ~1e-6 relative.
+-- Next to the exact quantiles each row stores a mergeable sketch (sketch_keys, sketch_counts:
+-- logarithmic buckets, 1 % relative accuracy; see strata_shared::sketch) so that quantiles over
+-- windows of any width can be merged from minute rows.
 -- Changing this file and recomputing a range rewrites that range's history.
 WITH ranged AS (
     SELECT *,
@@ -36,6 +40,24 @@ grouped AS (
     FROM deduped
     GROUP BY series_id, start_ms
 ),
+bucketed AS (
+    SELECT series_id, start_ms, key, count(*) AS n
+    FROM (
+        SELECT series_id, start_ms,
+               CASE WHEN value > 0 THEN 1000000 + CAST(ceil(ln(value) / {ln_gamma}) AS INT)
+                    WHEN value < 0 THEN -1000000 - CAST(ceil(ln(-value) / {ln_gamma}) AS INT)
+                    ELSE 0 END AS key
+        FROM deduped
+    )
+    GROUP BY series_id, start_ms, key
+),
+sketches AS (
+    SELECT series_id, start_ms,
+           array_agg(key ORDER BY key) AS sketch_keys,
+           array_agg(n ORDER BY key) AS sketch_counts
+    FROM bucketed
+    GROUP BY series_id, start_ms
+),
 ranked AS (
     -- Rank position q·(n−1) of each quantile (0-based); v is 1-based.
     SELECT *,
@@ -44,10 +66,12 @@ ranked AS (
     FROM grouped
 )
 SELECT
-    series_id, start_ms, metric_name, source, tags, count, sum, min, max,
+    ranked.series_id, ranked.start_ms, metric_name, source, tags, count, sum, min, max,
     v[CAST(floor(r50) AS BIGINT) + 1] + (v[CAST(ceil(r50) AS BIGINT) + 1] - v[CAST(floor(r50) AS BIGINT) + 1]) * (r50 - floor(r50)) AS p50,
     v[CAST(floor(r90) AS BIGINT) + 1] + (v[CAST(ceil(r90) AS BIGINT) + 1] - v[CAST(floor(r90) AS BIGINT) + 1]) * (r90 - floor(r90)) AS p90,
     v[CAST(floor(r95) AS BIGINT) + 1] + (v[CAST(ceil(r95) AS BIGINT) + 1] - v[CAST(floor(r95) AS BIGINT) + 1]) * (r95 - floor(r95)) AS p95,
     v[CAST(floor(r99) AS BIGINT) + 1] + (v[CAST(ceil(r99) AS BIGINT) + 1] - v[CAST(floor(r99) AS BIGINT) + 1]) * (r99 - floor(r99)) AS p99,
-    to_char(to_timestamp_millis(start_ms), '%Y-%m-%d') AS event_date
-FROM ranked
+    sketches.sketch_keys, sketches.sketch_counts,
+    to_char(to_timestamp_millis(ranked.start_ms), '%Y-%m-%d') AS event_date
+FROM ranked JOIN sketches
+  ON ranked.series_id = sketches.series_id AND ranked.start_ms = sketches.start_ms

@@ -1,0 +1,186 @@
+//! A mergeable quantile sketch (logarithmic buckets, as DDSketch): what the batch rollups store
+//! next to their exact quantiles so the serving layer can answer quantiles at any step.
+//!
+//! A value `v` falls in the bucket with key [`key`]`(v)`; a bucket holds a count. Two sketches
+//! merge by adding counts per key, so a window of any width is the sum of its minute sketches.
+//! The quantile read back from a sketch is within [`RELATIVE_ACCURACY`] (1 %) of a value whose
+//! rank is the requested one. Keys sort in value order: negative values below zero below positive.
+//!
+//! `sql/datafusion/rollup.sql` computes the same keys in SQL with [`LN_GAMMA`]; a test of the
+//! batch crate checks the two agree.
+
+use std::collections::BTreeMap;
+
+/// Relative accuracy α of a quantile read from a sketch.
+pub const RELATIVE_ACCURACY: f64 = 0.01;
+/// γ = (1 + α) / (1 − α): each bucket spans `(γ^(k−1), γ^k]`.
+pub const GAMMA: f64 = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
+/// ln γ, the divisor of the key formula (filled into the rollup SQL).
+pub const LN_GAMMA: f64 = 0.020_000_666_706_669_435;
+/// Keys of positive values are `OFFSET + k`, of negative values `−OFFSET − k`, of zero `0`.
+pub const OFFSET: i32 = 1_000_000;
+
+/// The bucket key of a finite value.
+///
+/// ```
+/// use strata_shared::sketch::{key, value_of};
+/// assert_eq!(key(0.0), 0);
+/// assert!(key(-5.0) < key(0.0) && key(0.0) < key(1e-9) && key(1e-9) < key(5.0));
+/// assert!((value_of(key(250.0)) / 250.0 - 1.0).abs() <= 0.01);
+/// ```
+pub fn key(v: f64) -> i32 {
+    if v > 0.0 {
+        OFFSET + (v.ln() / LN_GAMMA).ceil() as i32
+    } else if v < 0.0 {
+        -OFFSET - ((-v).ln() / LN_GAMMA).ceil() as i32
+    } else {
+        0
+    }
+}
+
+/// The value a key stands for: the point of its bucket with the smallest relative error.
+pub fn value_of(key: i32) -> f64 {
+    let mid = |k: i32| 2.0 * GAMMA.powi(k) / (GAMMA + 1.0);
+    if key > 0 {
+        mid(key - OFFSET)
+    } else if key < 0 {
+        -mid(-key - OFFSET)
+    } else {
+        0.0
+    }
+}
+
+/// Bucket counts by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sketch {
+    counts: BTreeMap<i32, u64>,
+}
+
+impl Sketch {
+    /// An empty sketch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one value.
+    pub fn insert(&mut self, v: f64) {
+        *self.counts.entry(key(v)).or_default() += 1;
+    }
+
+    /// Adds stored buckets (keys and counts of equal length, as in a rollup row).
+    pub fn merge_buckets(&mut self, keys: &[i32], counts: &[i64]) {
+        for (k, c) in keys.iter().zip(counts) {
+            *self.counts.entry(*k).or_default() += (*c).max(0) as u64;
+        }
+    }
+
+    /// Adds another sketch.
+    pub fn merge(&mut self, other: &Sketch) {
+        for (k, c) in &other.counts {
+            *self.counts.entry(*k).or_default() += c;
+        }
+    }
+
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// The quantile `q` (0 ≤ q ≤ 1), interpolated between the closest ranks as the exact
+    /// definition is; `None` when empty. `min`/`max`, when known, clamp the ends exactly.
+    pub fn quantile(&self, q: f64, min: Option<f64>, max: Option<f64>) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let pos = q.clamp(0.0, 1.0) * (n - 1) as f64;
+        let (lo, hi) = (pos.floor() as u64, pos.ceil() as u64);
+        let a = self.value_at_rank(lo);
+        let b = self.value_at_rank(hi);
+        let v = a + (b - a) * (pos - lo as f64);
+        let v = min.map_or(v, |m| v.max(m));
+        Some(max.map_or(v, |m| v.min(m)))
+    }
+
+    /// The bucket value of the value with 0-based rank `r`.
+    fn value_at_rank(&self, r: u64) -> f64 {
+        let mut seen = 0;
+        for (k, c) in &self.counts {
+            seen += c;
+            if seen > r {
+                return value_of(*k);
+            }
+        }
+        self.counts.keys().next_back().map_or(0.0, |k| value_of(*k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::quantile_cont;
+
+    #[test]
+    fn ln_gamma_matches_gamma() {
+        assert!((GAMMA.ln() - LN_GAMMA).abs() < 1e-15);
+    }
+
+    #[test]
+    fn every_bucket_value_is_within_the_accuracy_of_its_members() {
+        for v in [1e-300, 1e-6, 0.5, 1.0, 1.0000001, 3.0, 99.5, 1e6, 4.2e15, 1e300] {
+            for v in [v, -v] {
+                let got = value_of(key(v));
+                assert!(
+                    (got - v).abs() <= RELATIVE_ACCURACY * v.abs() * (1.0 + 1e-9),
+                    "{v} → {got}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keys_sort_like_values() {
+        let vs = [-1e9, -3.0, -1e-3, 0.0, 1e-3, 0.999, 1.0, 7.0, 1e12];
+        let keys: Vec<i32> = vs.iter().map(|v| key(*v)).collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{keys:?}");
+    }
+
+    #[test]
+    fn merged_minutes_answer_the_hour_within_accuracy() {
+        // 60 minute sketches of different shapes, merged, against the exact hour quantile.
+        let mut hour = Sketch::new();
+        let mut all = Vec::new();
+        for m in 0..60u32 {
+            let mut minute = Sketch::new();
+            for i in 0..100u32 {
+                let v = f64::from((i * 37 + m * 11) % 1000) / 4.0 + f64::from(m);
+                minute.insert(v);
+                all.push(v);
+            }
+            hour.merge(&minute);
+        }
+        all.sort_by(f64::total_cmp);
+        assert_eq!(hour.count(), 6000);
+        for q in [0.5, 0.9, 0.95, 0.99] {
+            let exact = quantile_cont(&all, q).unwrap();
+            let est = hour.quantile(q, Some(all[0]), Some(all[5999])).unwrap();
+            assert!(
+                (est - exact).abs() <= 0.011 * exact.abs(),
+                "q{q}: {est} vs {exact}"
+            );
+        }
+        assert_eq!(Sketch::new().quantile(0.5, None, None), None);
+    }
+
+    #[test]
+    fn stored_buckets_merge_like_sketches() {
+        let mut a = Sketch::new();
+        a.merge_buckets(&[0, key(2.0)], &[3, 4]);
+        let mut b = Sketch::new();
+        for v in [0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0] {
+            b.insert(v);
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.quantile(0.0, None, None), Some(0.0));
+    }
+}
