@@ -1,13 +1,20 @@
-//! Strata's batch layer: the Delta Lake archive of every valid event (and, as its issue lands,
-//! exact recomputes with DataFusion, backfill and ad hoc SQL).
+//! Strata's batch layer: the Delta Lake archive of every valid event, exact recomputes with
+//! DataFusion, the schedule and job queue that drive them, backfill and ad hoc SQL.
 //!
-//! [`archive`] consumes `metrics-events` and appends to the Delta table `events`, exactly once per
-//! Kafka offset; [`service`] wires it up with telemetry and signals.
+//! Events flow: [`archive`] consumes `metrics-events` and appends to the Delta table `events`,
+//! exactly once per Kafka offset ([`service`] wires it up), and [`import`] backfills files into
+//! the same table. [`recompute`] turns a range of `events` into the exact rollup tables
+//! `rollup_1m` / `rollup_1h`; [`coverage`] reads from the Delta logs which hours that covers and
+//! which changed since. [`serve`] runs what [`schedule`] plans and what [`jobs`] holds (requests
+//! from the CLI and the serving API). [`sql`] is the read-only SQL session over all three tables.
 
 pub mod archive;
 pub mod coverage;
 pub mod import;
+pub mod jobs;
 pub mod recompute;
+pub mod schedule;
+pub mod serve;
 pub mod service;
 pub mod sql;
 
@@ -23,6 +30,9 @@ pub enum Error {
     /// The lake could not be opened.
     #[error("lake: {0}")]
     Lake(#[from] deltalake::DeltaTableError),
+    /// The job queue could not be opened.
+    #[error("jobs: {0}")]
+    Jobs(String),
     /// Metrics registration or the metrics listener failed.
     #[error("telemetry: {0}")]
     Telemetry(String),

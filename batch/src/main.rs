@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use strata_batch::jobs::{JobQueue, Trigger};
+use strata_batch::recompute::{Phase, Tier};
 use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
 use strata_shared::{telemetry, Config};
 
@@ -22,6 +24,11 @@ struct Args {
 enum Command {
     /// Append every valid event to the Delta table `events`, exactly once, until SIGTERM.
     Archive,
+    /// Recompute on the configured cron schedule (latest closed hours, dirty hours), run queued
+    /// recompute jobs from the API and the CLI, and compact the archive, until SIGTERM.
+    Serve,
+    /// List recompute jobs (queued, running, done, failed) as JSON lines.
+    Jobs,
     /// Recompute exact rollups (rollup_1m, rollup_1h) over whole hours [FROM, TO) from the archive.
     Recompute {
         /// Start: RFC 3339 (2026-11-25T10:00:00Z) or Unix milliseconds; a whole hour.
@@ -30,6 +37,9 @@ enum Command {
         /// End (exclusive), same forms.
         #[arg(long, value_parser = parse_time)]
         to: i64,
+        /// Queue the job for `strata-batch serve` instead of running it here.
+        #[arg(long)]
+        queue: bool,
     },
     /// Backfill: import MetricEvents from JSON Lines or Parquet files into the archive, through
     /// the same validation as the Kafka path.
@@ -145,6 +155,25 @@ async fn main() -> ExitCode {
     let stop = telemetry::stop_on_signals();
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
+        Command::Serve => strata_batch::serve::run_serve(cfg, stop).await,
+        Command::Jobs => {
+            let jobs = match JobQueue::open(&cfg) {
+                Ok(q) => q.list().await,
+                Err(e) => Err(e),
+            };
+            return match jobs {
+                Ok(jobs) => {
+                    for j in jobs {
+                        println!("{}", serde_json::to_string(&j).expect("a job serialises"));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata-batch: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Compact { target_mib } => {
             return match strata_batch::archive::compaction::compact(&cfg, target_mib << 20).await {
                 Ok(c) => {
@@ -207,9 +236,57 @@ async fn main() -> ExitCode {
                 }
             };
         }
-        Command::Recompute { from, to } => {
+        Command::Recompute {
+            from,
+            to,
+            queue: true,
+        } => {
+            let now = chrono::Utc::now().timestamp_millis();
+            let submitted = match JobQueue::open(&cfg) {
+                Ok(q) => q.submit(from, to, Trigger::Cli, None, now).await,
+                Err(e) => Err(e),
+            };
+            return match submitted {
+                Ok((job, new)) => {
+                    println!(
+                        "{} job {} for [{from}, {to})",
+                        if new { "queued" } else { "already queued:" },
+                        job.id
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata-batch: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Recompute { from, to, .. } => {
             let started = std::time::Instant::now();
-            return match strata_batch::recompute::recompute(&cfg, from, to).await {
+            let bar = indicatif::ProgressBar::new(Phase::COUNT).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let progress = |p: Phase| {
+                let (verb, tier) = match p {
+                    Phase::Query(t) => ("computing", t),
+                    Phase::Commit(t) => ("committing", t),
+                };
+                bar.set_position(match p {
+                    Phase::Query(Tier::Minute) => 0,
+                    Phase::Commit(Tier::Minute) => 1,
+                    Phase::Query(Tier::Hour) => 2,
+                    Phase::Commit(Tier::Hour) => 3,
+                });
+                bar.set_message(format!("{verb} {}", tier.table()));
+            };
+            let result =
+                strata_batch::recompute::recompute_with_progress(&cfg, from, to, progress).await;
+            bar.finish_and_clear();
+            return match result {
                 Ok(r) => {
                     println!(
                         "recomputed [{from}, {to}) from archive version {}: {} rollup_1m rows, {} rollup_1h rows in {:.1}s",

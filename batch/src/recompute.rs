@@ -89,11 +89,38 @@ pub fn tier_sql(tier: Tier, from_ms: i64, to_ms: i64) -> String {
         .replace("{step_ms}", &tier.step_ms().to_string())
         .replace("{from_ms}", &from_ms.to_string())
         .replace("{to_ms}", &to_ms.to_string())
-        .replace("{ln_gamma}", &format!("{:?}", strata_shared::sketch::LN_GAMMA))
+        .replace(
+            "{ln_gamma}",
+            &format!("{:?}", strata_shared::sketch::LN_GAMMA),
+        )
+}
+
+/// A step of a recompute, reported as it starts (for progress bars).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Running the tier's SQL over the archive.
+    Query(Tier),
+    /// Committing the tier's rows (replacing the range).
+    Commit(Tier),
+}
+
+impl Phase {
+    /// Number of phases of one recompute.
+    pub const COUNT: u64 = 4;
 }
 
 /// Recomputes both tiers over `[from_ms, to_ms)` (whole hours).
 pub async fn recompute(cfg: &Config, from_ms: i64, to_ms: i64) -> Result<Report, RecomputeError> {
+    recompute_with_progress(cfg, from_ms, to_ms, |_| {}).await
+}
+
+/// [`recompute`], calling `progress` as each [`Phase`] starts.
+pub async fn recompute_with_progress(
+    cfg: &Config,
+    from_ms: i64,
+    to_ms: i64,
+    mut progress: impl FnMut(Phase),
+) -> Result<Report, RecomputeError> {
     if from_ms % HOUR_MS != 0 || to_ms % HOUR_MS != 0 || to_ms <= from_ms {
         return Err(RecomputeError::Range(format!(
             "[{from_ms}, {to_ms}) must be whole hours, from before to"
@@ -117,12 +144,17 @@ pub async fn recompute(cfg: &Config, from_ms: i64, to_ms: i64) -> Result<Report,
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let batches: Vec<RecordBatch> = ctx
-                .sql(&tier_sql(tier, from_ms, to_ms))
-                .await?
-                .collect()
-                .await?;
+            progress(Phase::Query(tier));
+            let df = ctx.sql(&tier_sql(tier, from_ms, to_ms)).await?;
+            let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+            let mut batches: Vec<RecordBatch> = df.collect().await?;
+            batches.retain(|b| b.num_rows() > 0);
+            if batches.is_empty() {
+                // An empty range still replaces what was there, and records its coverage.
+                batches.push(RecordBatch::new_empty(schema));
+            }
             rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
+            progress(Phase::Commit(tier));
             match replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await {
                 Err(RecomputeError::Lake(DeltaTableError::Transaction { source }))
                     if attempt < MAX_ATTEMPTS
@@ -161,13 +193,6 @@ async fn replace_range(
         Err(DeltaTableError::NotATable(_)) => false,
         Err(e) => return Err(e.into()),
     };
-    if !exists && batches.iter().all(|b| b.num_rows() == 0) {
-        return Ok(()); // nothing to replace, nothing to write
-    }
-    let batches = batches
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .collect::<Vec<_>>();
     let coverage = serde_json::json!({ "from_ms": from_ms, "to_ms": to_ms, "archive_version": archive_version });
     let props =
         CommitProperties::default().with_metadata([("strata.recompute".to_owned(), coverage)]);

@@ -3,7 +3,7 @@
 //! once — read back with DataFusion.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,28 +14,14 @@ use datafusion::prelude::SessionContext;
 use strata_batch::archive::writer::{open_table, EVENTS_TABLE};
 use strata_shared::gen::produce::{produce, Run};
 use strata_shared::gen::{Format, Generator, Kind, Spec};
+use strata_shared::testkit::{free_port, CuttableProxy, Proc};
 use strata_shared::{kafka, Config};
-
-/// A child process killed when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Env {
     cfg: Config,
     log: std::path::PathBuf,
+    /// The S3 endpoint the archiver is given, when it differs from the test's own (a proxy).
+    service_s3_endpoint: Option<String>,
 }
 
 impl Env {
@@ -59,7 +45,11 @@ impl Env {
             .expect("create topic (run `make up`)");
         let log =
             std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{id}.log"));
-        Env { cfg, log }
+        Env {
+            cfg,
+            log,
+            service_s3_endpoint: None,
+        }
     }
 
     fn spawn(&self) -> Proc {
@@ -85,7 +75,11 @@ impl Env {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(e) = &self.cfg.s3.endpoint {
+        if let Some(e) = self
+            .service_s3_endpoint
+            .as_ref()
+            .or(self.cfg.s3.endpoint.as_ref())
+        {
             cmd.env("STRATA__S3__ENDPOINT", e)
                 .env("STRATA__S3__ALLOW_HTTP", "true")
                 .env("AWS_ACCESS_KEY_ID", "minioadmin")
@@ -132,7 +126,14 @@ impl Env {
     }
 }
 
-async fn sigkills_leave_each_valid_event_exactly_once(env: Env) {
+/// Streams `events` generated messages at `rate`/s in a thread; returns it and, per event_id,
+/// how many times it must be archived (every message that is not malformed; duplicates are
+/// separate messages, removed by event_id in the recompute).
+fn stream(
+    env: &Env,
+    events: u64,
+    rate: f64,
+) -> (std::thread::JoinHandle<()>, HashMap<String, usize>) {
     let spec = Spec {
         base_time_ms: chrono::Utc::now().timestamp_millis(),
         format: Format::Mixed,
@@ -141,14 +142,13 @@ async fn sigkills_leave_each_valid_event_exactly_once(env: Env) {
         late_ratio: 0.02,
         ..Spec::default()
     };
-    let events = 40_000u64;
     let producer = {
         let (k, spec) = (env.cfg.kafka.clone(), spec.clone());
         std::thread::spawn(move || {
             let run = Run {
                 kafka: &k,
                 events,
-                rate: 1_500.0,
+                rate,
                 stop: Arc::new(AtomicBool::new(false)),
                 progress: &|_| {},
             };
@@ -156,29 +156,18 @@ async fn sigkills_leave_each_valid_event_exactly_once(env: Env) {
             assert_eq!(r.delivered, events);
         })
     };
-    // Every message that is not malformed must be archived once (duplicates are separate
-    // messages: the recompute removes them by event_id).
     let mut want: HashMap<String, usize> = HashMap::new();
     for m in Generator::new(spec).take(events as usize) {
         if !matches!(m.kind, Kind::Malformed(_)) {
             *want.entry(m.event.unwrap().event_id).or_default() += 1;
         }
     }
-    let want_rows: usize = want.values().sum();
+    (producer, want)
+}
 
-    let mut archiver = env.spawn();
-    for kill in 1..=5 {
-        let before = env.rows().await.len();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while env.rows().await.len() == before && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(150 * kill)).await;
-        drop(archiver); // SIGKILL
-        eprintln!("kill {kill} at {} rows", env.rows().await.len());
-        archiver = env.spawn();
-    }
-    producer.join().unwrap();
+/// Waits for the archive to catch up, then checks each wanted message is there exactly once.
+async fn assert_each_valid_message_once(env: &Env, want: &HashMap<String, usize>) {
+    let want_rows: usize = want.values().sum();
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut rows = env.rows().await;
     while rows.len() < want_rows && Instant::now() < deadline {
@@ -199,7 +188,30 @@ async fn sigkills_leave_each_valid_event_exactly_once(env: Env) {
         *got.entry(id.clone()).or_default() += 1;
     }
     assert_eq!(rows.len(), want_rows, "archived rows");
-    assert_eq!(got, want, "each valid message exactly once");
+    assert_eq!(&got, want, "each valid message exactly once");
+}
+
+/// Waits until the archive has more rows than now (or a minute passes).
+async fn wait_for_growth(env: &Env) {
+    let before = env.rows().await.len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.rows().await.len() == before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn sigkills_leave_each_valid_event_exactly_once(env: Env) {
+    let (producer, want) = stream(&env, 40_000, 1_500.0);
+    let mut archiver = env.spawn();
+    for kill in 1..=5 {
+        wait_for_growth(&env).await;
+        tokio::time::sleep(Duration::from_millis(150 * kill)).await;
+        drop(archiver); // SIGKILL
+        eprintln!("kill {kill} at {} rows", env.rows().await.len());
+        archiver = env.spawn();
+    }
+    producer.join().unwrap();
+    assert_each_valid_message_once(&env, &want).await;
     drop(archiver);
 }
 
@@ -219,4 +231,38 @@ async fn s3_lake_holds_each_valid_event_exactly_once_after_five_sigkills() {
     let prefix = uuid::Uuid::new_v4().simple().to_string();
     let env = Env::new("archive-s3", format!("s3://lake/test-{prefix}")).await;
     sigkills_leave_each_valid_event_exactly_once(env).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_unreachable_for_30s_mid_stream_loses_nothing() {
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let mut env = Env::new("archive-s3-outage", format!("s3://lake/test-{prefix}")).await;
+    // The archiver reaches SeaweedFS through a proxy the test cuts: stopping SeaweedFS itself
+    // would also stop the broker, which keeps its log there.
+    let direct = env.cfg.s3.endpoint.clone().unwrap();
+    let proxy = CuttableProxy::start(direct.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    env.service_s3_endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
+    let (producer, want) = stream(&env, 60_000, 1_000.0);
+    let mut archiver = env.spawn();
+    wait_for_growth(&env).await;
+    proxy.set_up(false);
+    let cut_at = env.rows().await.len();
+    eprintln!("S3 cut at {cut_at} rows");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        env.rows().await.len(),
+        cut_at,
+        "nothing can be committed while S3 is unreachable"
+    );
+    assert!(
+        archiver.try_wait().unwrap().is_none(),
+        "the archiver waits for S3 instead of exiting"
+    );
+    proxy.set_up(true);
+    eprintln!("S3 back");
+    producer.join().unwrap();
+    assert_each_valid_message_once(&env, &want).await;
+    assert!(archiver.try_wait().unwrap().is_none());
 }

@@ -20,6 +20,7 @@ pub mod series;
 pub mod sketch;
 pub mod stats;
 pub mod telemetry;
+pub mod testkit;
 pub mod validate;
 
 pub use codec::Encoding;

@@ -127,7 +127,9 @@ mod tests {
 
     #[test]
     fn every_bucket_value_is_within_the_accuracy_of_its_members() {
-        for v in [1e-300, 1e-6, 0.5, 1.0, 1.0000001, 3.0, 99.5, 1e6, 4.2e15, 1e300] {
+        for v in [
+            1e-300, 1e-6, 0.5, 1.0, 1.0000001, 3.0, 99.5, 1e6, 4.2e15, 1e300,
+        ] {
             for v in [v, -v] {
                 let got = value_of(key(v));
                 assert!(

@@ -37,6 +37,8 @@ pub struct Config {
     pub speed: SpeedConfig,
     /// The batch layer (`strata-batch`).
     pub batch: BatchConfig,
+    /// The serving layer (`strata-serving`).
+    pub serving: ServingConfig,
 }
 
 /// `[kafka]`: the broker, the topics and raw librdkafka options.
@@ -227,8 +229,25 @@ pub struct BatchConfig {
     pub archive_flush_interval: Duration,
     /// Commit once this many events are pending.
     pub archive_max_batch_events: usize,
-    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    /// Address of the archiver's `/metrics`, `/healthz` and `/readyz`.
     pub listen: String,
+    /// When `strata-batch serve` recomputes on its own: a cron expression with seconds
+    /// (`sec min hour day-of-month month day-of-week`), in UTC.
+    pub schedule: String,
+    /// How many of the most recent closed hours each scheduled run makes sure are recomputed
+    /// (besides every dirty hour).
+    pub schedule_closed_hours: u32,
+    /// How long after its end an hour counts as closed (time for late events to arrive).
+    #[serde(with = "humantime_serde")]
+    pub schedule_grace: Duration,
+    /// How often `strata-batch serve` compacts the archive's small files (0s: never).
+    #[serde(with = "humantime_serde")]
+    pub compact_interval: Duration,
+    /// How often `strata-batch serve` looks for queued recompute jobs.
+    #[serde(with = "humantime_serde")]
+    pub job_poll_interval: Duration,
+    /// Address of the `strata-batch serve` `/metrics`, `/healthz` and `/readyz`.
+    pub serve_listen: String,
 }
 
 impl Default for BatchConfig {
@@ -238,6 +257,12 @@ impl Default for BatchConfig {
             archive_flush_interval: Duration::from_secs(5),
             archive_max_batch_events: 500_000,
             listen: "127.0.0.1:9102".into(),
+            schedule: "0 */5 * * * *".into(),
+            schedule_closed_hours: 2,
+            schedule_grace: Duration::from_secs(120),
+            compact_interval: Duration::from_secs(3600),
+            job_poll_interval: Duration::from_secs(1),
+            serve_listen: "127.0.0.1:9103".into(),
         }
     }
 }
@@ -492,12 +517,42 @@ impl Config {
                 "must be between 1 and 10000000",
             ));
         }
-        if b.listen.parse::<std::net::SocketAddr>().is_err() {
+        for (key, addr) in [
+            ("batch.listen", &b.listen),
+            ("batch.serve_listen", &b.serve_listen),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::key(key, format!("{addr:?} must be ip:port")));
+            }
+        }
+        if let Err(e) = b.schedule.parse::<cron::Schedule>() {
             return Err(ConfigError::key(
-                "batch.listen",
-                format!("{:?} must be ip:port", b.listen),
+                "batch.schedule",
+                format!(
+                    "{:?} is not a cron expression with seconds (e.g. \"0 */5 * * * *\"): {e}",
+                    b.schedule
+                ),
             ));
         }
+        if !(1..=24 * 31).contains(&b.schedule_closed_hours) {
+            return Err(ConfigError::key(
+                "batch.schedule_closed_hours",
+                "must be between 1 and 744",
+            ));
+        }
+        if b.schedule_grace > Duration::from_secs(86_400) {
+            return Err(ConfigError::key(
+                "batch.schedule_grace",
+                "must be at most 1d",
+            ));
+        }
+        if b.job_poll_interval < Duration::from_millis(100) {
+            return Err(ConfigError::key(
+                "batch.job_poll_interval",
+                "must be at least 100ms",
+            ));
+        }
+        self.serving.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return Err(ConfigError::key(
                 "telemetry.log_level",
@@ -523,6 +578,9 @@ fn is_topic_name(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
+
+mod serving;
+pub use serving::ServingConfig;
 
 #[cfg(test)]
 mod tests;

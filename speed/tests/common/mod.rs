@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,38 +17,15 @@ use strata_shared::gen::produce::{produce, Report, Run};
 use strata_shared::gen::truth::{Truth, TruthRow};
 use strata_shared::gen::Spec;
 use strata_shared::stats::quantile_cont;
-use strata_shared::{kafka, Config};
+#[allow(unused_imports)]
+pub use strata_shared::testkit::{free_port, scrape, Proc};
+use strata_shared::{kafka, testkit, Config};
 
 /// One test's private slice of the stack.
 pub struct TestEnv {
     pub name: String,
     pub cfg: Config,
     pub log_dir: PathBuf,
-}
-
-/// A strata-speed child process, killed when dropped (a failing test leaves no process behind).
-pub struct Proc(pub Child);
-
-impl std::ops::Deref for Proc {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// One aggregated rollup bucket read back from ClickHouse.
@@ -244,40 +221,9 @@ pub fn produce_with_truth(k: &KafkaConfig, spec: Spec, events: u64, rate: f64) -
     (truth, report)
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs `infra/stack.sh ARGS` (to stop or start one server of the local stack).
 pub fn stack(args: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/stack.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .status()
-        .expect("run infra/stack.sh");
-    assert!(status.success(), "infra/stack.sh {args:?} failed");
-}
-
-/// Reads one metric's value from a strata-speed `/metrics` page (sum over its label sets).
-pub fn scrape(port: u16, metric: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let values: Vec<f64> = body
-        .lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
+    testkit::stack(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."), args);
 }
 
 /// Sends SIGTERM and waits for a clean exit.

@@ -1,0 +1,176 @@
+//! `strata-batch serve` as a user runs it (the real binary, a lake in a local folder): the
+//! schedule recomputes the latest closed hours, a late event marks its hour dirty and the next
+//! scheduled run corrects it, queued jobs from the API/CLI run to `done` durably, and /metrics
+//! reports what happened.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_batch::archive::schema::ArchivedEvent;
+use strata_batch::archive::writer::Archive;
+use strata_batch::coverage::status;
+use strata_batch::jobs::{JobQueue, JobState, Trigger};
+use strata_batch::schedule::last_closed_hour;
+use strata_shared::gen::truth::Truth;
+use strata_shared::gen::{Generator, Spec};
+use strata_shared::testkit::{free_port, scrape, Proc};
+use strata_shared::Config;
+
+const H: i64 = 3_600_000;
+
+fn spawn_serve(cfg: &Config, port: u16, log: &std::path::Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_strata-batch"))
+            .arg("serve")
+            .env("STRATA__LAKE__URL", &cfg.lake.url)
+            .env("STRATA__BATCH__SCHEDULE", "*/2 * * * * *")
+            .env("STRATA__BATCH__SCHEDULE_GRACE", "0s")
+            .env("STRATA__BATCH__SCHEDULE_CLOSED_HOURS", "2")
+            .env("STRATA__BATCH__JOB_POLL_INTERVAL", "200ms")
+            .env("STRATA__BATCH__SERVE_LISTEN", format!("127.0.0.1:{port}"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start strata-batch serve"),
+    )
+}
+
+/// Count per hour in rollup_1h (through the SQL session).
+async fn hour_count(cfg: &Config, hour: i64) -> i64 {
+    let row = common::first_row(
+        cfg,
+        &format!("SELECT coalesce(sum(count), 0) FROM rollup_1h WHERE start_ms = {hour}"),
+    )
+    .await;
+    row[0].parse().unwrap()
+}
+
+async fn wait_until<F, Fut>(log: &std::path::Path, what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("timed out waiting: {what}\n--- strata-batch serve log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schedule_recomputes_closed_and_dirty_hours_and_runs_queued_jobs() {
+    let (dir, cfg) = common::local_lake();
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = last_closed_hour(now, 0);
+    // 3000 events inside the newest closed hour, with duplicates.
+    let spec = Spec {
+        base_time_ms: hour + 50 * 60_000,
+        spread_ms: 40 * 60_000,
+        duplicate_ratio: 0.05,
+        seed: 21,
+        ..Spec::default()
+    };
+    let mut truth = Truth::new(Some(spec.clone()));
+    let events: Vec<ArchivedEvent> = Generator::new(spec)
+        .take(3000)
+        .enumerate()
+        .map(|(i, m)| {
+            truth.record(&m);
+            ArchivedEvent {
+                event: m.event.unwrap(),
+                partition: 0,
+                offset: i as i64,
+            }
+        })
+        .collect();
+    let mut archive = Archive::open(&cfg).await.unwrap();
+    archive
+        .append(&events, &BTreeMap::from([(0, 2999)]))
+        .await
+        .unwrap();
+    let unique = truth.summary().valid_unique as i64;
+
+    let port = free_port();
+    let log = dir.path().join("serve.log");
+    let _serve = spawn_serve(&cfg, port, &log);
+
+    // The schedule covers the newest closed hours on its own.
+    wait_until(
+        &log,
+        "the scheduled recompute of the closed hour",
+        60,
+        || async {
+            let (covered, dirty, _) = status(&cfg).await.unwrap();
+            covered.contains_key(&hour) && dirty.is_empty()
+        },
+    )
+    .await;
+    assert_eq!(hour_count(&cfg, hour).await, unique, "duplicates removed");
+    let (covered, _, end) = status(&cfg).await.unwrap();
+    assert!(covered.contains_key(&(hour - H)), "both closed hours");
+    assert_eq!(
+        end,
+        Some(hour + H),
+        "the boundary is the end of the newest closed hour"
+    );
+
+    // A late event for that hour: dirty, until the next scheduled run recomputes it.
+    let mut late = events[0].clone();
+    late.event.event_id = "late-event".into();
+    late.event.timestamp_ms = hour + 1;
+    late.offset = 3000;
+    archive
+        .append(&[late], &BTreeMap::from([(0, 3000)]))
+        .await
+        .unwrap();
+    wait_until(
+        &log,
+        "the late event's hour to be recomputed",
+        60,
+        || async { hour_count(&cfg, hour).await == unique + 1 },
+    )
+    .await;
+    assert!(status(&cfg).await.unwrap().1.is_empty(), "nothing dirty");
+
+    // A job queued as the serving API does, for an older range: it runs to done.
+    let queue = JobQueue::open(&cfg).unwrap();
+    let (job, _) = queue
+        .submit(
+            hour - 5 * H,
+            hour - 3 * H,
+            Trigger::Api,
+            Some("test-key"),
+            now,
+        )
+        .await
+        .unwrap();
+    wait_until(&log, "the queued job to finish", 60, || async {
+        queue.get(&job.id).await.unwrap().state == JobState::Done
+    })
+    .await;
+    let done = queue.get(&job.id).await.unwrap();
+    assert!(done.report.is_some() && done.error.is_none(), "{done:?}");
+    assert!(status(&cfg).await.unwrap().0.contains_key(&(hour - 5 * H)));
+
+    // /metrics says what happened.
+    wait_until(&log, "metrics", 40, || async {
+        scrape(port, "strata_batch_archive_files").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert!(scrape(port, "strata_batch_jobs_total").unwrap() >= 3.0);
+    assert!(scrape(port, "strata_batch_recompute_seconds_count").unwrap() >= 3.0);
+    assert_eq!(
+        scrape(port, "strata_batch_coverage_end_seconds").unwrap(),
+        ((hour + H) / 1000) as f64
+    );
+    assert_eq!(scrape(port, "strata_batch_dirty_hours"), Some(0.0));
+    assert!(scrape(port, "strata_batch_archive_bytes").unwrap() > 1000.0);
+}

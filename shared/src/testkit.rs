@@ -1,0 +1,124 @@
+//! Helpers for the integration tests of every crate (and the end-to-end suite): child processes
+//! that die with the test, free ports, the local stack's scripts, and reading a `/metrics` page.
+//! Plain `std`; nothing here is used by the services themselves.
+
+use std::path::Path;
+use std::process::{Child, Command};
+
+/// A child process killed when dropped, so a failing test leaves nothing behind.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Runs `infra/stack.sh ARGS` of the repository at `root` (to stop or start one server of the
+/// local stack); panics if it fails.
+pub fn stack(root: &Path, args: &[&str]) {
+    let status = Command::new("bash")
+        .arg(root.join("infra/stack.sh"))
+        .args(args)
+        .status()
+        .expect("run infra/stack.sh");
+    assert!(status.success(), "infra/stack.sh {args:?} failed");
+}
+
+/// The whole `/metrics` page of a service on loopback `port`.
+pub fn metrics_page(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// One metric's value from a `/metrics` page (summed over its label sets); `None` if absent.
+pub fn scrape(port: u16, metric: &str) -> Option<f64> {
+    let body = metrics_page(port)?;
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// A TCP proxy on loopback that a test can cut and restore: while cut it refuses new
+/// connections and drops open ones, as a stopped server would look to its clients. Used to take
+/// one client's server away without stopping a server others share (SeaweedFS also stores the
+/// broker's log).
+pub struct CuttableProxy {
+    /// The port clients connect to.
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    /// Starts forwarding `127.0.0.1:<port>` to `target` (`host:port`).
+    pub async fn start(target: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (up, rx) = tokio::sync::watch::channel(true);
+        let target = target.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*rx.borrow() {
+                    drop(client); // refused, as far as the client can tell
+                    continue;
+                }
+                let mut rx = rx.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = rx.wait_for(|up| !*up) => {} // cut: both ends dropped
+                    }
+                });
+            }
+        });
+        Ok(Self { port, up, task })
+    }
+
+    /// Cuts (false) or restores (true) the path.
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
