@@ -13,6 +13,9 @@ late and malformed messages) to topic metrics-events on 127.0.0.1:9092.
                       round(sumMerge(total) / events, 2) AS avg FROM strata.speed_rollup_1m
                       WHERE metric_name != '' GROUP BY metric_name ORDER BY metric_name"
   Archive (Delta)   $ROOT/.strata/lake/events   (http://127.0.0.1:9102/metrics: strata_archive_*)
+  Recomputes        http://127.0.0.1:9103/metrics   (strata_batch_*: every 5 min the latest closed and dirty hours)
+                    target/debug/strata-batch status | jobs | recompute --from 2026-11-25T10:00:00Z --to 2026-11-25T12:00:00Z
+  Ad hoc SQL        target/debug/strata-batch sql "SELECT metric_name, sum(count) FROM rollup_1h GROUP BY 1"
   Dead letters      .strata/bin/tansu topic list --broker tcp://127.0.0.1:9092   (topic metrics-events-dlq)
   S3 (SeaweedFS)    http://127.0.0.1:8333  (key/secret minioadmin)
   What runs         make status

@@ -19,6 +19,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/${STRATA_PROFILE:-debug}
 SERVICES=(
   "speed:strata-speed run"
   "archive:strata-batch archive"
+  "batch:strata-batch serve"
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }

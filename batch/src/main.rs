@@ -271,17 +271,15 @@ async fn main() -> ExitCode {
             );
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             let progress = |p: Phase| {
-                let (verb, tier) = match p {
-                    Phase::Query(t) => ("computing", t),
-                    Phase::Commit(t) => ("committing", t),
+                let (step, msg) = match p {
+                    Phase::Dedup => (0, "reading the archive, removing duplicates".to_owned()),
+                    Phase::Query(Tier::Minute) => (1, "computing rollup_1m".into()),
+                    Phase::Commit(Tier::Minute) => (2, "committing rollup_1m".into()),
+                    Phase::Query(Tier::Hour) => (3, "computing rollup_1h".into()),
+                    Phase::Commit(Tier::Hour) => (4, "committing rollup_1h".into()),
                 };
-                bar.set_position(match p {
-                    Phase::Query(Tier::Minute) => 0,
-                    Phase::Commit(Tier::Minute) => 1,
-                    Phase::Query(Tier::Hour) => 2,
-                    Phase::Commit(Tier::Hour) => 3,
-                });
-                bar.set_message(format!("{verb} {}", tier.table()));
+                bar.set_position(step);
+                bar.set_message(msg);
             };
             let result =
                 strata_batch::recompute::recompute_with_progress(&cfg, from, to, progress).await;

@@ -16,7 +16,9 @@ use strata_shared::Config;
 
 use crate::archive::writer::{open_table, EVENTS_TABLE};
 
-/// The tier SQL, compiled in.
+/// The range's events without duplicates (becomes the in-memory table `deduped`), compiled in.
+pub const DEDUP_SQL: &str = include_str!("../../sql/datafusion/dedup.sql");
+/// The tier SQL over `deduped`, compiled in.
 pub const ROLLUP_SQL: &str = include_str!("../../sql/datafusion/rollup.sql");
 
 const HOUR_MS: i64 = 3_600_000;
@@ -83,12 +85,17 @@ pub struct Report {
     pub rows: [usize; 2],
 }
 
-/// The tier SQL for a range.
-pub fn tier_sql(tier: Tier, from_ms: i64, to_ms: i64) -> String {
-    ROLLUP_SQL
-        .replace("{step_ms}", &tier.step_ms().to_string())
+/// The dedup SQL for a range.
+pub fn dedup_sql(from_ms: i64, to_ms: i64) -> String {
+    DEDUP_SQL
         .replace("{from_ms}", &from_ms.to_string())
         .replace("{to_ms}", &to_ms.to_string())
+}
+
+/// The SQL of one tier (over `deduped`).
+pub fn tier_sql(tier: Tier) -> String {
+    ROLLUP_SQL
+        .replace("{step_ms}", &tier.step_ms().to_string())
         .replace(
             "{ln_gamma}",
             &format!("{:?}", strata_shared::sketch::LN_GAMMA),
@@ -98,7 +105,9 @@ pub fn tier_sql(tier: Tier, from_ms: i64, to_ms: i64) -> String {
 /// A step of a recompute, reported as it starts (for progress bars).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Running the tier's SQL over the archive.
+    /// Reading the range's events and removing duplicates.
+    Dedup,
+    /// Running the tier's SQL over them.
     Query(Tier),
     /// Committing the tier's rows (replacing the range).
     Commit(Tier),
@@ -106,7 +115,7 @@ pub enum Phase {
 
 impl Phase {
     /// Number of phases of one recompute.
-    pub const COUNT: u64 = 4;
+    pub const COUNT: u64 = 5;
 }
 
 /// Recomputes both tiers over `[from_ms, to_ms)` (whole hours).
@@ -136,6 +145,9 @@ pub async fn recompute_with_progress(
     let ctx = SessionContext::new();
     events.update_datafusion_session(&ctx.state())?;
     ctx.register_table(EVENTS_TABLE, events.table_provider().await?)?;
+    progress(Phase::Dedup);
+    let deduped = ctx.sql(&dedup_sql(from_ms, to_ms)).await?.cache().await?;
+    ctx.register_table("deduped", deduped.into_view())?;
 
     let mut rows = [0usize; 2];
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
@@ -145,7 +157,7 @@ pub async fn recompute_with_progress(
         loop {
             attempt += 1;
             progress(Phase::Query(tier));
-            let df = ctx.sql(&tier_sql(tier, from_ms, to_ms)).await?;
+            let df = ctx.sql(&tier_sql(tier)).await?;
             let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
             let mut batches: Vec<RecordBatch> = df.collect().await?;
             batches.retain(|b| b.num_rows() > 0);
@@ -217,11 +229,14 @@ mod tests {
 
     #[test]
     fn sql_is_filled_with_integers_only() {
-        let sql = tier_sql(Tier::Minute, 3_600_000, 7_200_000);
-        assert!(!sql.contains('{'), "every placeholder is filled");
-        assert!(sql.contains("timestamp_ms >= 3600000 AND timestamp_ms < 7200000"));
+        let dedup = dedup_sql(3_600_000, 7_200_000);
+        assert!(dedup.contains("timestamp_ms >= 3600000 AND timestamp_ms < 7200000"));
+        let sql = tier_sql(Tier::Minute);
+        for s in [&dedup, &sql] {
+            assert!(!s.contains('{'), "every placeholder is filled");
+        }
         assert!(sql.contains("% 60000"));
-        assert!(tier_sql(Tier::Hour, 0, 3_600_000).contains("% 3600000"));
+        assert!(tier_sql(Tier::Hour).contains("% 3600000"));
     }
 
     #[tokio::test]

@@ -1,12 +1,10 @@
 -- Exact rollups of the archive for one tier, over one time range (DataFusion SQL).
 --
+-- Reads `deduped`: the range's events, each event_id once (dedup.sql).
 -- Placeholders, filled by strata-batch (integers only, never text from a user):
 --   {step_ms}  bucket width in ms (60000 for rollup_1m, 3600000 for rollup_1h)
---   {from_ms}  first millisecond of the range (inclusive, a whole hour)
---   {to_ms}    end of the range (exclusive, a whole hour)
 --   {ln_gamma} ln γ of the quantile sketch (strata_shared::sketch::LN_GAMMA)
 --
--- Duplicates (producer retries) are removed by event_id, keeping the first copy in Kafka order.
 -- Quantiles are exact: linear interpolation between the closest ranks of the sorted values (as
 -- DuckDB's quantile_cont and NumPy's default do), computed here from the sorted array rather than
 -- with DataFusion 55's percentile_cont, whose interpolation is off by up to ~1e-6 relative.
@@ -14,16 +12,8 @@
 -- logarithmic buckets, 1 % relative accuracy; see strata_shared::sketch) so that quantiles over
 -- windows of any width can be merged from minute rows.
 -- Changing this file and recomputing a range rewrites that range's history.
-WITH ranged AS (
-    SELECT *,
-           row_number() OVER (PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) AS copy
-    FROM events
-    WHERE timestamp_ms >= {from_ms} AND timestamp_ms < {to_ms}
-      AND event_date >= to_char(to_timestamp_millis({from_ms}), '%Y-%m-%d')
-      AND event_date <= to_char(to_timestamp_millis({to_ms} - 1), '%Y-%m-%d')
-),
-deduped AS (
-    SELECT *, timestamp_ms - (timestamp_ms % {step_ms}) AS start_ms FROM ranged WHERE copy = 1
+WITH deduped_in_buckets AS (
+    SELECT *, timestamp_ms - (timestamp_ms % {step_ms}) AS start_ms FROM deduped
 ),
 grouped AS (
     SELECT
@@ -37,7 +27,7 @@ grouped AS (
         min(value) AS min,
         max(value) AS max,
         array_agg(value ORDER BY value) AS v
-    FROM deduped
+    FROM deduped_in_buckets
     GROUP BY series_id, start_ms
 ),
 bucketed AS (
@@ -47,7 +37,7 @@ bucketed AS (
                CASE WHEN value > 0 THEN 1000000 + CAST(ceil(ln(value) / {ln_gamma}) AS INT)
                     WHEN value < 0 THEN -1000000 - CAST(ceil(ln(-value) / {ln_gamma}) AS INT)
                     ELSE 0 END AS key
-        FROM deduped
+        FROM deduped_in_buckets
     )
     GROUP BY series_id, start_ms, key
 ),
