@@ -1,1 +1,31 @@
-//! placeholder
+//! Strata's serving layer: the batch and speed views merged at query time, behind the
+//! Prometheus query API (so Grafana's built-in Prometheus data source works), a JSON API, SQL
+//! over the archive and recompute jobs.
+//!
+//! A request flows: [`api`] parses it (typed parameters, one response shape) → [`promql`]
+//! evaluates the expression, asking [`merge::Engine`] for the buckets of the selected
+//! [`series`] → the engine reads covered hours from the batch views ([`source::batch`]) and the
+//! rest from ClickHouse ([`source::speed`]) → [`window`] re-aggregates buckets into the query's
+//! windows. [`app`] wires the router, auth, limits and self-metrics.
+
+pub mod api;
+pub mod app;
+pub mod merge;
+pub mod promql;
+pub mod series;
+pub mod source;
+pub mod window;
+
+/// Errors that stop strata-serving, by who is to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is wrong (the message names the key).
+    #[error(transparent)]
+    Config(#[from] strata_shared::config::ConfigError),
+    /// The listen address cannot be bound.
+    #[error("listening on {0}")]
+    Listen(String),
+    /// Metrics registration failed.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
+}

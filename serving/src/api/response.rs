@@ -1,0 +1,178 @@
+//! The one response shape of every API endpoint, as Prometheus's HTTP API defines it:
+//! `{"status":"success","data":…,"warnings":[…]}` or
+//! `{"status":"error","errorType":"bad_data","error":"…"}` with the matching HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::promql::EvalError;
+
+/// Prometheus's error types, each with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// 400: the request is wrong.
+    BadData,
+    /// 422: valid, but cannot be executed (too big, …).
+    Execution,
+    /// 503: ran past the time limit.
+    Timeout,
+    /// 503: a dependency is unavailable.
+    Unavailable,
+    /// 404: no such thing.
+    NotFound,
+    /// 401: no or wrong bearer token.
+    Unauthorized,
+    /// 403: not allowed from here.
+    Forbidden,
+    /// 500: a fault of ours.
+    Internal,
+}
+
+impl ErrorType {
+    fn parts(self) -> (StatusCode, &'static str) {
+        match self {
+            ErrorType::BadData => (StatusCode::BAD_REQUEST, "bad_data"),
+            ErrorType::Execution => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+            ErrorType::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ErrorType::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorType::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorType::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ErrorType::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ErrorType::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    /// Its type (and so its status).
+    pub kind: ErrorType,
+    /// What is wrong, for the user.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A `bad_data` error.
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorType::BadData,
+            message: message.into(),
+        }
+    }
+
+    /// An error of any type.
+    pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EvalError> for ApiError {
+    fn from(e: EvalError) -> Self {
+        match e {
+            EvalError::BadData(m) => ApiError::new(ErrorType::BadData, m),
+            EvalError::Execution(m) => ApiError::new(ErrorType::Execution, m),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    status: &'static str,
+    error_type: &'static str,
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error_type) = self.kind.parts();
+        let mut r = (
+            status,
+            Json(ErrorBody {
+                status: "error",
+                error_type,
+                error: &self.message,
+            }),
+        )
+            .into_response();
+        if self.kind == ErrorType::Unauthorized {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"strata\""),
+            );
+        }
+        r
+    }
+}
+
+/// A success answer.
+#[derive(Serialize)]
+pub struct Success<T: Serialize> {
+    status: &'static str,
+    data: T,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+impl<T: Serialize> Success<T> {
+    /// `data` with the warnings that made it partial.
+    pub fn new(data: T, warnings: Vec<String>) -> Self {
+        Self {
+            status: "success",
+            data,
+            warnings,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Success<T> {
+    fn into_response(self) -> Response {
+        Json(self).into_response()
+    }
+}
+
+/// The result of a handler.
+pub type ApiResult<T> = Result<Success<T>, ApiError>;
+
+/// A sample value as Prometheus writes it (a string; `NaN`, `+Inf`, `-Inf`).
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A timestamp in Unix seconds as a JSON number (an integer when whole).
+pub fn format_time(ms: i64) -> serde_json::Value {
+    if ms % 1000 == 0 {
+        serde_json::Value::from(ms / 1000)
+    } else {
+        serde_json::Value::from(ms as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_times_look_like_prometheus() {
+        assert_eq!(format_value(2.0), "2");
+        assert_eq!(format_value(0.25), "0.25");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_time(4000), serde_json::json!(4));
+        assert_eq!(format_time(1500), serde_json::json!(1.5));
+    }
+}

@@ -1,0 +1,258 @@
+//! The service: shared state, the router with every endpoint, auth, limits and self-metrics, and
+//! the loop that keeps the batch views (and so the time boundary) fresh.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use strata_shared::telemetry::Telemetry;
+use strata_shared::Config;
+
+use crate::api::response::{ApiError, ErrorType};
+use crate::api::{admin, json, prom};
+use crate::merge::{Engine, Provenance};
+use crate::window::Layer;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub cfg: Arc<Config>,
+    /// Both layers.
+    pub engine: Arc<Engine>,
+    /// Self-metrics.
+    pub metrics: Arc<ServingMetrics>,
+}
+
+/// The serving layer's self-metrics.
+pub struct ServingMetrics {
+    latency: HistogramVec,
+    merged: IntCounterVec,
+    series_out: IntCounterVec,
+    /// Seconds between now and the time boundary.
+    pub boundary_age: Gauge,
+    /// Rows of the batch views in memory.
+    pub batch_rows: IntGauge,
+}
+
+/// Observes a request's latency when dropped.
+pub struct Timer(Option<prometheus::HistogramTimer>);
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.observe_duration();
+        }
+    }
+}
+
+impl ServingMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            latency: HistogramVec::new(
+                HistogramOpts::new("serving_request_seconds", "Latency of API requests").buckets(
+                    vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                    ],
+                ),
+                &["endpoint"],
+            )?,
+            merged: IntCounterVec::new(
+                Opts::new(
+                    "serving_merge_ranges_total",
+                    "Time ranges answered, by the layer that answered them",
+                ),
+                &["layer"],
+            )?,
+            series_out: IntCounterVec::new(
+                Opts::new(
+                    "serving_series_returned_total",
+                    "Series returned by range queries",
+                ),
+                &["endpoint"],
+            )?,
+            boundary_age: Gauge::new(
+                "serving_boundary_age_seconds",
+                "Seconds between now and the time boundary (end of the batch-covered range)",
+            )?,
+            batch_rows: IntGauge::new("serving_batch_rows", "Rows of the batch views in memory")?,
+        };
+        registry.register(Box::new(m.latency.clone()))?;
+        registry.register(Box::new(m.merged.clone()))?;
+        registry.register(Box::new(m.series_out.clone()))?;
+        registry.register(Box::new(m.boundary_age.clone()))?;
+        registry.register(Box::new(m.batch_rows.clone()))?;
+        Ok(m)
+    }
+
+    /// Starts timing a request of `endpoint`.
+    pub fn time(&self, endpoint: &str) -> Timer {
+        Timer(Some(
+            self.latency.with_label_values(&[endpoint]).start_timer(),
+        ))
+    }
+
+    /// Counts which layer answered which ranges.
+    pub fn observe_merge(&self, p: &[Provenance]) {
+        for x in p {
+            let layer = match x.layer {
+                Layer::Batch => "batch",
+                Layer::Speed => "speed",
+            };
+            self.merged.with_label_values(&[layer]).inc();
+        }
+    }
+
+    /// Counts series returned by a range query.
+    pub fn points(&self, series: usize) {
+        self.series_out
+            .with_label_values(&["query_range"])
+            .inc_by(series as u64);
+    }
+}
+
+/// Only the configured token, or (without one) only loopback clients.
+async fn guard(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let token = state.cfg.serving.auth_token.expose();
+    if token.is_empty() {
+        if !peer.ip().is_loopback() {
+            return ApiError::new(
+                ErrorType::Forbidden,
+                "this endpoint answers only clients on loopback while serving.auth_token is not set",
+            )
+            .into_response();
+        }
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(ErrorType::Unauthorized, "wrong bearer token").into_response(),
+        None => ApiError::new(
+            ErrorType::Unauthorized,
+            "this endpoint needs Authorization: Bearer <serving.auth_token>",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorType::NotFound, "no such endpoint")
+}
+
+/// The router of every endpoint (the telemetry routes merged in).
+pub fn router(state: AppState, telemetry: &Telemetry) -> Router {
+    let prom_routes = Router::new()
+        .route("/api/v1/query", get(prom::query).post(prom::query))
+        .route(
+            "/api/v1/query_range",
+            get(prom::query_range).post(prom::query_range),
+        )
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/metadata", get(prom::metadata))
+        .route("/api/v1/status/buildinfo", get(prom::buildinfo))
+        .route("/api/v1/metrics", get(json::metrics))
+        .route("/api/v1/metrics/{name}/series", get(json::metric_series))
+        .route("/api/v1/timeseries", get(json::timeseries))
+        .route("/api/v1/openapi.json", get(admin::openapi));
+    let admin_routes = Router::new()
+        .route("/api/v1/sql", axum::routing::post(admin::sql))
+        .route("/api/v1/recompute", axum::routing::post(admin::recompute))
+        .route("/api/v1/jobs", get(admin::jobs))
+        .route("/api/v1/jobs/{id}", get(admin::job))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    let mut api = prom_routes;
+    if state.cfg.serving.auth_all {
+        api = api.route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    }
+    api.merge(admin_routes)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.cfg.serving.max_body_bytes))
+        .with_state(state)
+        .merge(telemetry.router())
+}
+
+/// Runs the serving layer until `stop` is set.
+pub async fn run(
+    cfg: Config,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), crate::Error> {
+    let telemetry = Telemetry::new("serving");
+    let metrics = Arc::new(
+        ServingMetrics::new(&telemetry.registry)
+            .map_err(|e| crate::Error::Telemetry(e.to_string()))?,
+    );
+    let cfg = Arc::new(cfg);
+    let engine = Arc::new(Engine::new((*cfg).clone()));
+    let state = AppState {
+        cfg: cfg.clone(),
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+    };
+    let addr: SocketAddr = cfg.serving.listen.parse().expect("validated at load");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::Error::Listen(format!("{addr}: {e}")))?;
+    let app = router(state, &telemetry);
+
+    // Keep the batch views fresh; ready once the first refresh was tried.
+    let refresher = {
+        let (engine, metrics, telemetry) = (engine.clone(), metrics.clone(), telemetry.clone());
+        let every = cfg.serving.coverage_refresh;
+        tokio::spawn(async move {
+            loop {
+                let started = Instant::now();
+                if engine.refresh_batch().await {
+                    let (rows, boundary) = (engine.batch_rows().await, engine.boundary().await);
+                    tracing::info!(rows, ?boundary, took = ?started.elapsed(), "batch views refreshed");
+                }
+                telemetry.set_ready(true);
+                metrics.batch_rows.set(engine.batch_rows().await as i64);
+                if let Some(b) = engine.boundary().await {
+                    let age = chrono::Utc::now().timestamp_millis() - b;
+                    metrics.boundary_age.set(age as f64 / 1000.0);
+                }
+                tokio::time::sleep(every.max(Duration::from_millis(100))).await;
+            }
+        })
+    };
+    tracing::info!(%addr, lake = %cfg.lake.url, clickhouse = %cfg.clickhouse.url, "serving");
+    let shutdown = async move {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| crate::Error::Listen(e.to_string()))?;
+    refresher.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

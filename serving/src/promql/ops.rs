@@ -1,0 +1,524 @@
+//! Operators and functions over evaluated values, point by point: aggregations, binary
+//! operators with label matching, range functions over per-minute samples, math functions.
+
+use std::collections::BTreeMap;
+
+use promql_parser::parser::token::{
+    TokenType, T_ADD, T_AVG, T_BOTTOMK, T_COUNT, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS,
+    T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW, T_SUB, T_SUM, T_TOPK,
+};
+use promql_parser::parser::{
+    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, VectorMatchCardinality,
+};
+
+use super::{EvalError, Evaluator, Series, Value};
+use crate::series::{Labels, Stat};
+
+/// `-v`.
+pub fn negate(v: Value) -> Value {
+    match v {
+        Value::Scalar(s) => Value::Scalar(s.into_iter().map(|x| -x).collect()),
+        Value::Vector(vs) => Value::Vector(
+            vs.into_iter()
+                .map(|mut s| {
+                    s.labels.remove("__name__");
+                    s.values = s.values.into_iter().map(|v| v.map(|x| -x)).collect();
+                    s
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn op_name(op: TokenType) -> String {
+    op.to_string()
+}
+
+/// The labels that group or match, given `by`/`on` (include) or `without`/`ignoring`.
+fn key_labels(labels: &Labels, modifier: Option<&LabelModifier>, drop_name: bool) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(keep)) => labels
+            .iter()
+            .filter(|(k, _)| keep.labels.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Some(LabelModifier::Exclude(drop)) => labels
+            .iter()
+            .filter(|(k, _)| !drop.labels.contains(k) && k.as_str() != "__name__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => labels
+            .iter()
+            .filter(|(k, _)| !drop_name || k.as_str() != "__name__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn arith(op: u16, a: f64, b: f64) -> Option<f64> {
+    Some(match op {
+        T_ADD => a + b,
+        T_SUB => a - b,
+        T_MUL => a * b,
+        T_DIV => a / b,
+        T_MOD => a % b,
+        T_POW => a.powf(b),
+        _ => return None,
+    })
+}
+
+fn compare(op: u16, a: f64, b: f64) -> Option<bool> {
+    Some(match op {
+        T_EQLC => a == b,
+        T_NEQ => a != b,
+        T_GTR => a > b,
+        T_LSS => a < b,
+        T_GTE => a >= b,
+        T_LTE => a <= b,
+        _ => return None,
+    })
+}
+
+/// Applies `op` to a pair of values; `keep` is the value a filtering comparison keeps.
+fn apply(op: u16, a: f64, b: f64, keep: f64, return_bool: bool) -> Option<f64> {
+    if let Some(v) = arith(op, a, b) {
+        return Some(v);
+    }
+    let c = compare(op, a, b)?;
+    if return_bool {
+        Some(if c { 1.0 } else { 0.0 })
+    } else {
+        c.then_some(keep)
+    }
+}
+
+impl Evaluator<'_> {
+    pub(super) async fn aggregate(&mut self, a: &AggregateExpr) -> Result<Value, EvalError> {
+        let op = a.op.id();
+        if !matches!(
+            op,
+            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_TOPK | T_BOTTOMK
+        ) {
+            return Err(EvalError::BadData(format!(
+                "aggregation {}() is not supported (supported: sum, avg, min, max, count, topk, bottomk)",
+                op_name(a.op)
+            )));
+        }
+        let k = match &a.param {
+            Some(p) if matches!(op, T_TOPK | T_BOTTOMK) => match self.eval(p).await? {
+                Value::Scalar(s) => s,
+                _ => {
+                    return Err(EvalError::BadData(format!(
+                        "{}: k must be a scalar",
+                        op_name(a.op)
+                    )))
+                }
+            },
+            _ => Vec::new(),
+        };
+        let Value::Vector(input) = self.eval(&a.expr).await? else {
+            return Err(EvalError::BadData(format!(
+                "{}() expects an instant vector",
+                op_name(a.op)
+            )));
+        };
+        let n = self.steps.len();
+        if matches!(op, T_TOPK | T_BOTTOMK) {
+            // Per point, the k largest (smallest) of each group keep their value there.
+            let mut groups: BTreeMap<Labels, Vec<usize>> = BTreeMap::new();
+            for (i, s) in input.iter().enumerate() {
+                groups
+                    .entry(key_labels(&s.labels, a.modifier.as_ref(), true))
+                    .or_default()
+                    .push(i);
+            }
+            let mut out: Vec<Series> = input
+                .iter()
+                .map(|s| Series {
+                    labels: s.labels.clone(),
+                    values: vec![None; n],
+                })
+                .collect();
+            for members in groups.values() {
+                for t in 0..n {
+                    let kk = k.get(t).copied().unwrap_or(0.0);
+                    if !kk.is_finite() || kk < 1.0 {
+                        continue;
+                    }
+                    let mut present: Vec<(usize, f64)> = members
+                        .iter()
+                        .filter_map(|&i| input[i].values[t].map(|v| (i, v)))
+                        .collect();
+                    present.sort_by(|x, y| {
+                        if op == T_TOPK {
+                            y.1.total_cmp(&x.1)
+                        } else {
+                            x.1.total_cmp(&y.1)
+                        }
+                    });
+                    for (i, v) in present.into_iter().take(kk as usize) {
+                        out[i].values[t] = Some(v);
+                    }
+                }
+            }
+            out.retain(|s| s.values.iter().any(Option::is_some));
+            return Ok(Value::Vector(out));
+        }
+        let mut groups: BTreeMap<Labels, Vec<&Series>> = BTreeMap::new();
+        for s in &input {
+            let key = match &a.modifier {
+                None => Labels::new(),
+                Some(m) => key_labels(&s.labels, Some(m), true),
+            };
+            groups.entry(key).or_default().push(s);
+        }
+        let mut out = Vec::new();
+        for (labels, members) in groups {
+            let values = (0..n)
+                .map(|t| {
+                    let vals: Vec<f64> = members.iter().filter_map(|s| s.values[t]).collect();
+                    if vals.is_empty() {
+                        return None;
+                    }
+                    Some(match op {
+                        T_SUM => vals.iter().sum(),
+                        T_AVG => vals.iter().sum::<f64>() / vals.len() as f64,
+                        T_MIN => vals.iter().copied().fold(f64::INFINITY, f64::min),
+                        T_MAX => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                        _ => vals.len() as f64, // count
+                    })
+                })
+                .collect();
+            out.push(Series { labels, values });
+        }
+        Ok(Value::Vector(out))
+    }
+
+    pub(super) async fn binary(&mut self, b: &BinaryExpr) -> Result<Value, EvalError> {
+        let op = b.op.id();
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        if let Some(m) = &b.modifier {
+            if matches!(
+                m.card,
+                VectorMatchCardinality::ManyToOne(_) | VectorMatchCardinality::OneToMany(_)
+            ) {
+                return Err(EvalError::BadData(
+                    "group_left / group_right are not supported".into(),
+                ));
+            }
+        }
+        let lhs = self.eval(&b.lhs).await?;
+        let rhs = self.eval(&b.rhs).await?;
+        let n = self.steps.len();
+        let is_set = matches!(op, T_LAND | T_LOR | T_LUNLESS);
+        if !is_set && arith(op, 1.0, 1.0).is_none() && compare(op, 1.0, 1.0).is_none() {
+            return Err(EvalError::BadData(format!(
+                "operator {} is not supported",
+                op_name(b.op)
+            )));
+        }
+        match (lhs, rhs) {
+            (Value::Scalar(x), Value::Scalar(y)) => {
+                if is_set {
+                    return Err(EvalError::BadData(format!(
+                        "{} is not defined between scalars",
+                        op_name(b.op)
+                    )));
+                }
+                if compare(op, 1.0, 1.0).is_some() && !return_bool {
+                    return Err(EvalError::BadData(
+                        "comparisons between scalars must use the bool modifier".into(),
+                    ));
+                }
+                Ok(Value::Scalar(
+                    (0..n)
+                        .map(|t| apply(op, x[t], y[t], x[t], true).unwrap_or(f64::NAN))
+                        .collect(),
+                ))
+            }
+            (Value::Vector(v), Value::Scalar(s)) | (Value::Scalar(s), Value::Vector(v))
+                if is_set =>
+            {
+                let _ = (v, s);
+                Err(EvalError::BadData(format!(
+                    "{} is defined only between two instant vectors",
+                    op_name(b.op)
+                )))
+            }
+            (Value::Vector(v), Value::Scalar(s)) => {
+                Ok(Value::Vector(vector_scalar(op, v, &s, false, return_bool)))
+            }
+            (Value::Scalar(s), Value::Vector(v)) => {
+                Ok(Value::Vector(vector_scalar(op, v, &s, true, return_bool)))
+            }
+            (Value::Vector(l), Value::Vector(r)) => {
+                let matching = b.modifier.as_ref().and_then(|m| m.matching.as_ref());
+                Ok(Value::Vector(vector_vector(
+                    op,
+                    l,
+                    r,
+                    matching,
+                    return_bool,
+                    n,
+                )?))
+            }
+            _ => Err(EvalError::BadData(format!(
+                "operator {} cannot take a string",
+                op_name(b.op)
+            ))),
+        }
+    }
+
+    pub(super) async fn call(&mut self, c: &Call) -> Result<Value, EvalError> {
+        let name = c.func.name;
+        let n = self.steps.len();
+        let arg = |i: usize| c.args.args.get(i).map(|b| b.as_ref());
+        match name {
+            "rate" | "increase" | "sum_over_time" | "avg_over_time" | "min_over_time"
+            | "max_over_time" | "count_over_time" => {
+                let Some(Expr::MatrixSelector(m)) = arg(0) else {
+                    return Err(EvalError::BadData(format!(
+                        "{name}() expects a range vector selector such as name[5m]"
+                    )));
+                };
+                let minutes = self.select_range(m).await?;
+                let secs = minutes.range_ms as f64 / 1000.0;
+                let mut out = Vec::new();
+                for (mut labels, stat, samples) in minutes.series {
+                    if matches!(name, "rate" | "increase") && !matches!(stat, Stat::Count | Stat::Sum)
+                    {
+                        return Err(EvalError::BadData(format!(
+                            "{name}() applies to _count and _sum series (per-window totals); \
+                             {} is a {stat:?} series",
+                            labels.get("__name__").map_or("", String::as_str)
+                        )));
+                    }
+                    labels.remove("__name__");
+                    let mut values = Vec::with_capacity(n);
+                    let mut lo = 0;
+                    for &t in &self.steps {
+                        while lo < samples.len() && samples[lo].0 <= t - minutes.range_ms {
+                            lo += 1;
+                        }
+                        let window: Vec<f64> = samples[lo..]
+                            .iter()
+                            .take_while(|(e, _)| *e <= t)
+                            .map(|(_, v)| *v)
+                            .collect();
+                        values.push(if window.is_empty() {
+                            None
+                        } else {
+                            let total: f64 = window.iter().sum();
+                            Some(match name {
+                                "rate" => total / secs,
+                                "increase" | "sum_over_time" => total,
+                                "avg_over_time" => total / window.len() as f64,
+                                "min_over_time" => window.iter().copied().fold(f64::INFINITY, f64::min),
+                                "max_over_time" => {
+                                    window.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                                }
+                                _ => window.len() as f64,
+                            })
+                        });
+                    }
+                    out.push(Series { labels, values });
+                }
+                Ok(Value::Vector(out))
+            }
+            "abs" | "ceil" | "floor" | "sqrt" | "exp" | "ln" | "log2" | "log10" | "round" => {
+                let f = |x: f64| match name {
+                    "abs" => x.abs(),
+                    "ceil" => x.ceil(),
+                    "floor" => x.floor(),
+                    "sqrt" => x.sqrt(),
+                    "exp" => x.exp(),
+                    "ln" => x.ln(),
+                    "log2" => x.log2(),
+                    "log10" => x.log10(),
+                    _ => x.round(),
+                };
+                if c.args.args.len() > 1 {
+                    return Err(EvalError::BadData(format!(
+                        "{name}() with more than one argument is not supported"
+                    )));
+                }
+                let Some(e) = arg(0) else {
+                    return Err(EvalError::BadData(format!("{name}() needs an argument")));
+                };
+                match self.eval(e).await? {
+                    Value::Vector(vs) => Ok(Value::Vector(
+                        vs.into_iter()
+                            .map(|mut s| {
+                                s.labels.remove("__name__");
+                                s.values = s.values.into_iter().map(|v| v.map(f)).collect();
+                                s
+                            })
+                            .collect(),
+                    )),
+                    _ => Err(EvalError::BadData(format!(
+                        "{name}() expects an instant vector"
+                    ))),
+                }
+            }
+            "time" => Ok(Value::Scalar(
+                self.steps.iter().map(|t| *t as f64 / 1000.0).collect(),
+            )),
+            "vector" => match arg(0) {
+                Some(e) => match self.eval(e).await? {
+                    Value::Scalar(s) => Ok(Value::Vector(vec![Series {
+                        labels: Labels::new(),
+                        values: s.into_iter().map(Some).collect(),
+                    }])),
+                    _ => Err(EvalError::BadData("vector() expects a scalar".into())),
+                },
+                None => Err(EvalError::BadData("vector() needs an argument".into())),
+            },
+            "scalar" => match arg(0) {
+                Some(e) => match self.eval(e).await? {
+                    Value::Vector(vs) => Ok(Value::Scalar(
+                        (0..n)
+                            .map(|t| {
+                                let present: Vec<f64> =
+                                    vs.iter().filter_map(|s| s.values[t]).collect();
+                                if present.len() == 1 {
+                                    present[0]
+                                } else {
+                                    f64::NAN
+                                }
+                            })
+                            .collect(),
+                    )),
+                    _ => Err(EvalError::BadData("scalar() expects an instant vector".into())),
+                },
+                None => Err(EvalError::BadData("scalar() needs an argument".into())),
+            },
+            other => Err(EvalError::BadData(format!(
+                "function {other}() is not supported (supported: rate, increase, sum/avg/min/max/count_over_time, abs, ceil, floor, round, sqrt, exp, ln, log2, log10, time, vector, scalar)"
+            ))),
+        }
+    }
+}
+
+fn vector_scalar(
+    op: u16,
+    v: Vec<Series>,
+    s: &[f64],
+    scalar_left: bool,
+    return_bool: bool,
+) -> Vec<Series> {
+    let is_cmp = compare(op, 1.0, 1.0).is_some();
+    v.into_iter()
+        .filter_map(|mut series| {
+            if !is_cmp || return_bool {
+                series.labels.remove("__name__");
+            }
+            series.values = series
+                .values
+                .iter()
+                .zip(s)
+                .map(|(v, s)| {
+                    let v = (*v)?;
+                    let (a, b) = if scalar_left { (*s, v) } else { (v, *s) };
+                    apply(op, a, b, v, return_bool)
+                })
+                .collect();
+            series.values.iter().any(Option::is_some).then_some(series)
+        })
+        .collect()
+}
+
+fn vector_vector(
+    op: u16,
+    l: Vec<Series>,
+    r: Vec<Series>,
+    matching: Option<&LabelModifier>,
+    return_bool: bool,
+    n: usize,
+) -> Result<Vec<Series>, EvalError> {
+    let key = |s: &Series| key_labels(&s.labels, matching, true);
+    let mut right: BTreeMap<Labels, &Series> = BTreeMap::new();
+    for s in &r {
+        if right.insert(key(s), s).is_some() && !matches!(op, T_LAND | T_LOR | T_LUNLESS) {
+            return Err(EvalError::Execution(
+                "many-to-many matching: several series on the right side share the same \
+                 matching labels; aggregate them or use on()/ignoring()"
+                    .into(),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    match op {
+        T_LAND | T_LUNLESS => {
+            for mut s in l {
+                let other = right.get(&key(&s));
+                s.values = (0..n)
+                    .map(|t| {
+                        let present = other.is_some_and(|o| o.values[t].is_some());
+                        if (op == T_LAND) == present {
+                            s.values[t]
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                if s.values.iter().any(Option::is_some) {
+                    out.push(s);
+                }
+            }
+        }
+        T_LOR => {
+            let left_keys: BTreeMap<Labels, Vec<bool>> = l
+                .iter()
+                .map(|s| (key(s), s.values.iter().map(Option::is_some).collect()))
+                .collect();
+            out.extend(l.iter().cloned());
+            for s in r {
+                let mut s = s.clone();
+                if let Some(present) = left_keys.get(&key(&s)) {
+                    for (t, p) in present.iter().enumerate() {
+                        if *p {
+                            s.values[t] = None;
+                        }
+                    }
+                }
+                if s.values.iter().any(Option::is_some) {
+                    out.push(s);
+                }
+            }
+        }
+        _ => {
+            let is_cmp = compare(op, 1.0, 1.0).is_some();
+            let mut seen = BTreeMap::new();
+            for s in l {
+                let k = key(&s);
+                let Some(o) = right.get(&k) else { continue };
+                if seen.insert(k.clone(), ()).is_some() {
+                    return Err(EvalError::Execution(
+                        "many-to-many matching: several series on the left side share the \
+                         same matching labels"
+                            .into(),
+                    ));
+                }
+                let values: Vec<Option<f64>> = (0..n)
+                    .map(|t| match (s.values[t], o.values[t]) {
+                        (Some(a), Some(b)) => apply(op, a, b, a, return_bool),
+                        _ => None,
+                    })
+                    .collect();
+                let labels = if is_cmp && !return_bool {
+                    s.labels
+                } else {
+                    match matching {
+                        Some(LabelModifier::Include(_)) => k,
+                        _ => key_labels(&s.labels, None, true),
+                    }
+                };
+                if values.iter().any(Option::is_some) {
+                    out.push(Series { labels, values });
+                }
+            }
+        }
+    }
+    Ok(out)
+}

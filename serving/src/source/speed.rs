@@ -1,0 +1,228 @@
+//! The speed layer's side of a query: ClickHouse's `speed_rollup_1m`, merged per window by
+//! ClickHouse itself (`-Merge` of the stored states, t-digest quantiles included).
+//!
+//! Every value from a request travels as a bound parameter (`?`, escaped by the client) or as an
+//! integer the program computed; no user text is spliced into SQL.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use strata_shared::config::ClickHouseConfig;
+
+use crate::series::SeriesInfo;
+use crate::window::{Bucket, Layer};
+
+const TABLE: &str = "speed_rollup_1m";
+const MINUTE_MS: i64 = 60_000;
+
+/// ClickHouse could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeedError {
+    /// The query failed.
+    #[error("ClickHouse: {0}")]
+    Query(#[from] clickhouse::error::Error),
+    /// No answer within `clickhouse.request_timeout`.
+    #[error("ClickHouse did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// Reads the speed layer's rollups.
+#[derive(Clone)]
+pub struct SpeedSource {
+    client: clickhouse::Client,
+    timeout: std::time::Duration,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct SeriesRow {
+    metric_name: String,
+    series_id: u64,
+    source: String,
+    tag_keys: Vec<String>,
+    tag_values: Vec<String>,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct WindowRow {
+    series_id: u64,
+    k: i64,
+    c: u64,
+    s: f64,
+    lo: f64,
+    hi: f64,
+    qs: Vec<f64>,
+}
+
+/// `(minute >= a AND minute < b) OR …` for ms ranges (integers only).
+fn ranges_sql(ranges: &[(i64, i64)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|(a, b)| {
+            format!(
+                "(minute >= toDateTime({}) AND minute < toDateTime({}))",
+                a.div_euclid(1000),
+                b.div_euclid(1000)
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        format!("({})", parts.join(" OR "))
+    }
+}
+
+impl SpeedSource {
+    /// A source reading `clickhouse.database`.
+    pub fn new(cfg: &ClickHouseConfig) -> Self {
+        Self {
+            client: strata_shared::clickhouse::client(cfg),
+            timeout: cfg.request_timeout,
+        }
+    }
+
+    /// Runs a query within `clickhouse.request_timeout`.
+    async fn fetch<T>(&self, q: clickhouse::query::Query) -> Result<Vec<T>, SpeedError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        match tokio::time::timeout(self.timeout, q.fetch_all::<T>()).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(SpeedError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Metric names with data in `[from_ms, to_ms)`.
+    pub async fn metric_names(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, SpeedError> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Name {
+            metric_name: String,
+        }
+        let rows: Vec<Name> = self
+            .fetch(self.client.query(&format!(
+                "SELECT DISTINCT metric_name FROM {TABLE} WHERE metric_name != '' AND {}",
+                ranges_sql(&[(from_ms, to_ms)])
+            )))
+            .await?;
+        Ok(rows.into_iter().map(|r| r.metric_name).collect())
+    }
+
+    /// Series of the given metrics (all metrics when `None`) with data in `[from_ms, to_ms)`.
+    pub async fn series(
+        &self,
+        metrics: Option<&[String]>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeriesInfo>, SpeedError> {
+        let mut sql = format!(
+            "SELECT metric_name, series_id, any(source) AS source, any(tag_keys) AS tag_keys, \
+             any(tag_values) AS tag_values FROM {TABLE} WHERE metric_name != '' AND {}",
+            ranges_sql(&[(from_ms, to_ms)])
+        );
+        if let Some(m) = metrics {
+            if m.is_empty() {
+                return Ok(Vec::new());
+            }
+            sql.push_str(" AND metric_name IN (");
+            sql.push_str(&vec!["?"; m.len()].join(","));
+            sql.push(')');
+        }
+        sql.push_str(" GROUP BY metric_name, series_id");
+        let mut q = self.client.query(&sql);
+        for name in metrics.unwrap_or_default() {
+            q = q.bind(name);
+        }
+        let rows: Vec<SeriesRow> = self.fetch(q).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SeriesInfo {
+                metric: r.metric_name,
+                series_id: r.series_id,
+                source: r.source,
+                tags: r.tag_keys.into_iter().zip(r.tag_values).collect(),
+            })
+            .collect())
+    }
+
+    /// Buckets of `series` (one metric) on the grid `t_k = start_ms + k·step_ms`: every stored
+    /// minute inside `ranges` is merged into the point whose window `(t − step, t]` holds the
+    /// minute's end. With `step_ms` = 60 000 and a whole-minute `start_ms` this yields one
+    /// bucket per minute.
+    pub async fn buckets(
+        &self,
+        metric: &str,
+        series: &[u64],
+        ranges: &[(i64, i64)],
+        start_ms: i64,
+        step_ms: i64,
+    ) -> Result<HashMap<u64, Vec<Bucket>>, SpeedError> {
+        if series.is_empty() || ranges.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<String> = series.iter().map(u64::to_string).collect();
+        // k = ceil((minute_end − start) / step), with minute_end − start > −step in range.
+        let sql = format!(
+            "SELECT series_id, \
+                intDiv(toInt64(toUInt32(minute)) * 1000 + {MINUTE_MS} - ({start_ms}) + {step_ms} - 1, {step_ms}) AS k, \
+                sumMerge(cnt) AS c, sumMerge(total) AS s, minMerge(mn) AS lo, maxMerge(mx) AS hi, \
+                arrayMap(x -> toFloat64(x), quantilesTDigestArrayMerge(0.5, 0.9, 0.95, 0.99)(q)) AS qs \
+             FROM {TABLE} WHERE metric_name = ? AND series_id IN ({}) AND {} \
+             GROUP BY series_id, k",
+            ids.join(","),
+            ranges_sql(ranges)
+        );
+        let rows: Vec<WindowRow> = self.fetch(self.client.query(&sql).bind(metric)).await?;
+        let mut out: HashMap<u64, Vec<Bucket>> = HashMap::new();
+        for r in rows {
+            let mut quantiles = [f64::NAN; 4];
+            for (q, v) in quantiles.iter_mut().zip(&r.qs) {
+                *q = *v;
+            }
+            out.entry(r.series_id).or_default().push(Bucket {
+                end_ms: start_ms + r.k * step_ms,
+                count: r.c,
+                sum: r.s,
+                min: r.lo,
+                max: r.hi,
+                quantiles,
+                sketch: None,
+                layer: Layer::Speed,
+            });
+        }
+        for b in out.values_mut() {
+            b.sort_by_key(|b| b.end_ms);
+        }
+        Ok(out)
+    }
+
+    /// Whether ClickHouse answers.
+    pub async fn ping(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.timeout, self.client.query("SELECT 1").execute()).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+/// Groups series by metric.
+pub fn by_metric(series: &[SeriesInfo]) -> BTreeMap<&str, Vec<&SeriesInfo>> {
+    let mut out: BTreeMap<&str, Vec<&SeriesInfo>> = BTreeMap::new();
+    for s in series {
+        out.entry(s.metric.as_str()).or_default().push(s);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_become_integer_conditions() {
+        assert_eq!(ranges_sql(&[]), "0");
+        assert_eq!(
+            ranges_sql(&[(60_000, 120_000)]),
+            "((minute >= toDateTime(60) AND minute < toDateTime(120)))"
+        );
+    }
+}
