@@ -128,10 +128,11 @@ impl Evaluator<'_> {
             // Per point, the k largest (smallest) of each group keep their value there.
             let mut groups: BTreeMap<Labels, Vec<usize>> = BTreeMap::new();
             for (i, s) in input.iter().enumerate() {
-                groups
-                    .entry(key_labels(&s.labels, a.modifier.as_ref(), true))
-                    .or_default()
-                    .push(i);
+                let key = match &a.modifier {
+                    None => Labels::new(),
+                    Some(m) => key_labels(&s.labels, Some(m), true),
+                };
+                groups.entry(key).or_default().push(i);
             }
             let mut out: Vec<Series> = input
                 .iter()
@@ -277,6 +278,11 @@ impl Evaluator<'_> {
         match name {
             "rate" | "increase" | "sum_over_time" | "avg_over_time" | "min_over_time"
             | "max_over_time" | "count_over_time" => {
+                if let Some(Expr::Subquery(_)) = arg(0) {
+                    return Err(EvalError::BadData(format!(
+                        "{name}(): subqueries (expr[range:step]) are not supported"
+                    )));
+                }
                 let Some(Expr::MatrixSelector(m)) = arg(0) else {
                     return Err(EvalError::BadData(format!(
                         "{name}() expects a range vector selector such as name[5m]"

@@ -137,8 +137,13 @@ impl Fixture {
             .collect()
     }
 
-    /// Starts strata-serving on this fixture; `env` overrides configuration.
+    /// Starts strata-serving on this fixture (on loopback); `env` overrides configuration.
     pub async fn serve(&self, env: &[(&str, &str)]) -> Server {
+        self.serve_at("127.0.0.1", env).await
+    }
+
+    /// Starts strata-serving listening on `host`.
+    pub async fn serve_at(&self, host: &str, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = self.dir.path().join(format!("serving-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-serving"));
@@ -147,7 +152,7 @@ impl Fixture {
             &self.cfg.clickhouse.database,
         )
         .env("STRATA__LAKE__URL", &self.cfg.lake.url)
-        .env("STRATA__SERVING__LISTEN", format!("127.0.0.1:{port}"))
+        .env("STRATA__SERVING__LISTEN", format!("{host}:{port}"))
         .env("STRATA__SERVING__COVERAGE_REFRESH", "500ms")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
