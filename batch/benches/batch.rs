@@ -128,6 +128,7 @@ fn archive(cfg: &Config, lake: &str, events: u64, name: &str) -> f64 {
     let started = Instant::now();
     let _p = Proc(
         Command::new(env!("CARGO_BIN_EXE_strata-batch"))
+            .env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
             .arg("archive")
             .env("STRATA__KAFKA__TOPIC", &cfg.kafka.topic)
             .env(

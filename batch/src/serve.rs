@@ -96,6 +96,7 @@ pub async fn run_serve(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> 
     let telemetry = Telemetry::new("batch");
     let metrics =
         ServeMetrics::new(&telemetry.registry).map_err(|e| Error::Telemetry(e.to_string()))?;
+    strata_shared::self_report::spawn(&telemetry, &cfg, "batch");
     let addr: std::net::SocketAddr = cfg.batch.serve_listen.parse().expect("validated at load");
     let listener = tokio::net::TcpListener::bind(addr)
         .await

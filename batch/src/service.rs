@@ -19,6 +19,7 @@ pub async fn run_archive(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error
     let metrics = Arc::new(
         ArchiveMetrics::new(&telemetry.registry).map_err(|e| Error::Telemetry(e.to_string()))?,
     );
+    strata_shared::self_report::spawn(&telemetry, &cfg, "archive");
     let addr: std::net::SocketAddr = cfg.batch.listen.parse().expect("validated at load");
     let listener = tokio::net::TcpListener::bind(addr)
         .await

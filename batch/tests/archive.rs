@@ -59,7 +59,8 @@ impl Env {
             .open(&self.log)
             .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-batch"));
-        cmd.arg("archive")
+        cmd.env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
+            .arg("archive")
             .env("STRATA__KAFKA__BROKERS", &self.cfg.kafka.brokers)
             .env("STRATA__KAFKA__TOPIC", &self.cfg.kafka.topic)
             .env(

@@ -25,6 +25,7 @@ fn spawn_serve(cfg: &Config, port: u16, log: &std::path::Path) -> Proc {
     let log = std::fs::File::create(log).unwrap();
     Proc(
         Command::new(env!("CARGO_BIN_EXE_strata-batch"))
+            .env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
             .arg("serve")
             .env("STRATA__LAKE__URL", &cfg.lake.url)
             .env("STRATA__BATCH__SCHEDULE", "*/2 * * * * *")

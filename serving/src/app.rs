@@ -205,6 +205,7 @@ pub async fn run(
         ServingMetrics::new(&telemetry.registry)
             .map_err(|e| crate::Error::Telemetry(e.to_string()))?,
     );
+    strata_shared::self_report::spawn(&telemetry, &cfg, "serving");
     let cfg = Arc::new(cfg);
     let engine = Arc::new(Engine::new((*cfg).clone()));
     let state = AppState {

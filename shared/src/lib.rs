@@ -16,6 +16,7 @@ pub mod gen;
 pub mod kafka;
 pub mod lake;
 pub mod reject;
+pub mod self_report;
 pub mod series;
 pub mod sketch;
 pub mod stats;

@@ -24,6 +24,7 @@ pub async fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let telemetry = Telemetry::new("speed");
     let metrics =
         Arc::new(Metrics::new(&telemetry.registry).map_err(|e| Error::Telemetry(e.to_string()))?);
+    strata_shared::self_report::spawn(&telemetry, &cfg, "speed");
     let addr: std::net::SocketAddr = cfg.speed.listen.parse().expect("validated at load");
     let listener = tokio::net::TcpListener::bind(addr)
         .await

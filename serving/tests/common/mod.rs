@@ -147,16 +147,17 @@ impl Fixture {
         let port = free_port();
         let log = self.dir.path().join(format!("serving-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-serving"));
-        cmd.env(
-            "STRATA__CLICKHOUSE__DATABASE",
-            &self.cfg.clickhouse.database,
-        )
-        .env("STRATA__LAKE__URL", &self.cfg.lake.url)
-        .env("STRATA__SERVING__LISTEN", format!("{host}:{port}"))
-        .env("STRATA__SERVING__COVERAGE_REFRESH", "500ms")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+        cmd.env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
+            .env(
+                "STRATA__CLICKHOUSE__DATABASE",
+                &self.cfg.clickhouse.database,
+            )
+            .env("STRATA__LAKE__URL", &self.cfg.lake.url)
+            .env("STRATA__SERVING__LISTEN", format!("{host}:{port}"))
+            .env("STRATA__SERVING__COVERAGE_REFRESH", "500ms")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }

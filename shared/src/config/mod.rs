@@ -162,6 +162,11 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// `text` for people, `json` for log shippers.
     pub log_format: LogFormat,
+    /// How often each service publishes its own counters and gauges as metric events to
+    /// `kafka.topic` (queryable like any metric, e.g. `strata_speed_dead_letters_total_sum`);
+    /// `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub self_report_interval: Duration,
 }
 
 impl Default for TelemetryConfig {
@@ -169,6 +174,7 @@ impl Default for TelemetryConfig {
         Self {
             log_level: "info,buoyant_kernel=off,deltalake_core=warn".into(),
             log_format: LogFormat::Text,
+            self_report_interval: Duration::from_secs(15),
         }
     }
 }

@@ -108,6 +108,7 @@ impl TestEnv {
             .open(self.log_dir.join(format!("speed-{instance}.log")))
             .unwrap();
         Command::new(env!("CARGO_BIN_EXE_strata-speed"))
+            .env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
             .envs(self.envs())
             .env("STRATA__SPEED__LISTEN", format!("127.0.0.1:{port}"))
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))

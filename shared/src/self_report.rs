@@ -1,0 +1,172 @@
+//! Strata watches itself through itself: every service publishes its own counters and gauges as
+//! metric events to `kafka.topic`, so its health (dead letters, consumer lag, the time boundary's
+//! age, …) is queryable through the same merged API and Grafana dashboard as any other metric.
+//!
+//! Every `telemetry.self_report_interval` the service's registry is read: a gauge becomes one
+//! event with its value; a counter becomes one event with its *increase* since the previous
+//! report (so `rate(strata_speed_dead_letters_total_sum[5m])` is dead letters per second).
+//! Histograms are left to `/metrics`. The metric's labels become tags (`source` is the service);
+//! a label that is not a valid tag key is renamed with a `label_` prefix. Reporting is best
+//! effort: a broker that is down costs these samples (logged), never the service's own work.
+
+use std::collections::HashMap;
+
+use prometheus::proto::{MetricFamily, MetricType};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+
+use crate::codec::{encode, Encoding};
+use crate::config::Config;
+use crate::telemetry::Telemetry;
+use crate::MetricEvent;
+
+/// The events of one report; `previous` holds each counter's last value (updated).
+pub fn events_from(
+    families: &[MetricFamily],
+    previous: &mut HashMap<String, f64>,
+    service: &str,
+    now_ms: i64,
+) -> Vec<MetricEvent> {
+    let mut out = Vec::new();
+    for f in families {
+        let kind = f.get_field_type();
+        if !matches!(kind, MetricType::COUNTER | MetricType::GAUGE) {
+            continue;
+        }
+        for m in f.get_metric() {
+            let mut tags = std::collections::BTreeMap::new();
+            for l in m.get_label() {
+                let (k, v) = (l.name(), l.value());
+                if k == "service" || v.is_empty() {
+                    continue;
+                }
+                let key = if crate::validate::is_label_name(k)
+                    && !crate::validate::is_reserved_tag_key(k)
+                {
+                    k.to_owned()
+                } else {
+                    format!("label_{}", k.trim_start_matches('_'))
+                };
+                tags.insert(key, v.to_owned());
+            }
+            let value = if kind == MetricType::COUNTER {
+                let now = m.get_counter().get_value();
+                let id = format!("{}{:?}", f.name(), tags);
+                let before = previous.insert(id, now);
+                match before {
+                    // A restart (the counter went back) counts from zero.
+                    Some(b) if now >= b => now - b,
+                    Some(_) => now,
+                    // The first report only learns where the counter stands.
+                    None => continue,
+                }
+            } else {
+                m.get_gauge().get_value()
+            };
+            if !value.is_finite() {
+                continue;
+            }
+            out.push(MetricEvent {
+                event_id: uuid::Uuid::new_v4().to_string(),
+                metric_name: f.name().to_owned(),
+                value,
+                timestamp_ms: now_ms,
+                tags,
+                source: service.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// Publishes the service's metrics every `telemetry.self_report_interval` until the process
+/// ends (nothing when the interval is zero).
+pub fn spawn(telemetry: &Telemetry, cfg: &Config, service: &str) {
+    let every = cfg.telemetry.self_report_interval;
+    if every.is_zero() {
+        return;
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        match crate::kafka::producer_config(&cfg.kafka).create() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "self-report disabled: cannot create a producer");
+                return;
+            }
+        };
+    let (registry, topic, service) = (
+        telemetry.registry.clone(),
+        cfg.kafka.topic.clone(),
+        format!("strata-{service}"),
+    );
+    std::thread::Builder::new()
+        .name("self-report".into())
+        .spawn(move || {
+            let mut previous = HashMap::new();
+            loop {
+                std::thread::sleep(every);
+                let now = chrono::Utc::now().timestamp_millis();
+                for e in events_from(&registry.gather(), &mut previous, &service, now) {
+                    let payload = encode(&e, Encoding::Json);
+                    let record = BaseRecord::to(&topic)
+                        .key(e.metric_name.as_str())
+                        .payload(&payload);
+                    if let Err((err, _)) = producer.send(record) {
+                        tracing::warn!(error = %err, "self-report sample dropped");
+                    }
+                }
+            }
+        })
+        .expect("spawn the self-report thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+    #[test]
+    fn counters_report_increases_and_gauges_their_value() {
+        let r = Registry::new_custom(Some("strata".into()), None).unwrap();
+        let dlq = IntCounterVec::new(
+            Opts::new("speed_dead_letters_total", "x").const_label("service", "speed"),
+            &["reason", "source"],
+        )
+        .unwrap();
+        let lag = IntGauge::new("speed_paused", "x").unwrap();
+        r.register(Box::new(dlq.clone())).unwrap();
+        r.register(Box::new(lag.clone())).unwrap();
+        let mut prev = HashMap::new();
+        dlq.with_label_values(&["bad_json", "x"]).inc_by(5);
+        lag.set(1);
+        let first = events_from(&r.gather(), &mut prev, "strata-speed", 1000);
+        assert_eq!(
+            first.len(),
+            1,
+            "a counter's first report only sets its baseline"
+        );
+        assert_eq!(first[0].metric_name, "strata_speed_paused");
+        assert_eq!(first[0].value, 1.0);
+        assert_eq!(first[0].source, "strata-speed");
+
+        dlq.with_label_values(&["bad_json", "x"]).inc_by(3);
+        let second = events_from(&r.gather(), &mut prev, "strata-speed", 2000);
+        let d = second
+            .iter()
+            .find(|e| e.metric_name == "strata_speed_dead_letters_total")
+            .unwrap();
+        assert_eq!(d.value, 3.0, "the increase since the last report");
+        assert_eq!(d.tags.get("reason").map(String::as_str), Some("bad_json"));
+        assert_eq!(
+            d.tags.get("label_source").map(String::as_str),
+            Some("x"),
+            "a reserved key is renamed"
+        );
+        assert!(!d.tags.contains_key("service"));
+        // Every event is valid by the event contract.
+        for e in second {
+            let bytes = encode(&e, Encoding::Json);
+            crate::validate::check_message(Some(&bytes), &crate::validate::Limits::default(), 2000)
+                .unwrap();
+        }
+    }
+}
