@@ -20,6 +20,7 @@ SERVICES=(
   "speed:strata-speed run"
   "archive:strata-batch archive"
   "batch:strata-batch serve"
+  "serving:strata-serving"
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }

@@ -1,0 +1,95 @@
+//! Every query of the provisioned Grafana dashboard (infra/grafana/dashboards) parses and returns
+//! data from a running pipeline fed like the demo — through promtool, the reference Prometheus
+//! client, against strata-serving.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_shared::gen::produce::{produce, Run};
+use strata_shared::gen::{Format, Spec};
+use strata_tests::{promtool, root, Pipeline};
+
+/// The panels' expressions, with the dashboard variables as Grafana fills them.
+fn panel_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("infra/grafana/dashboards/strata.json"))
+        .expect("the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let metric = dash["templating"]["list"][0]["current"]["value"]
+        .as_str()
+        .expect("a default metric")
+        .to_owned();
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("${metric}", &metric)
+                .replace("$__rate_interval", "4m");
+            out.push((p["title"].as_str().unwrap().to_owned(), expr));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_panel_returns_data_through_promtool() {
+    let queries = panel_queries();
+    assert!(queries.len() >= 6, "{queries:?}");
+    let p = Pipeline::start("grafana", &[]).await.unwrap();
+    // Demo-like load: live timestamps, a few duplicates, late and malformed messages.
+    let kafka = p.cfg.kafka.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let spec = Spec {
+                live: true,
+                series: 60,
+                metrics: 3,
+                format: Format::Mixed,
+                duplicate_ratio: 0.01,
+                late_ratio: 0.01,
+                malformed_ratio: 0.02,
+                ..Spec::default()
+            };
+            let run = Run {
+                kafka: &kafka,
+                events: 0,
+                rate: 400.0,
+                stop,
+                progress: &|_| {},
+            };
+            produce(&run, spec, None).unwrap();
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut pending = queries.clone();
+    while !pending.is_empty() {
+        let now = chrono::Utc::now().timestamp();
+        let (start, end) = ((now - 900).to_string(), now.to_string());
+        pending.retain(|(_, expr)| {
+            let out = promtool(&[
+                "query",
+                "range",
+                "--start",
+                &start,
+                "--end",
+                &end,
+                "--step",
+                "60s",
+                &p.serving_url,
+                expr,
+            ]);
+            !matches!(out, Ok(text) if text.contains(" @["))
+        });
+        if Instant::now() > deadline {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            panic!("panels without data after 150 s: {pending:?}\n{}", p.logs());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    producer.join().unwrap();
+}
