@@ -6,7 +6,7 @@ CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
 
-.PHONY: help setup build up down run stop status demo test test-unit lint fmt clean-data bench-speed bench-batch
+.PHONY: help setup build up down run stop status demo test test-unit lint fmt clean-data bench-speed bench-batch bench-serving
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -52,6 +52,9 @@ bench-speed: up ## speed layer vs ClickHouse's Kafka engine and the raw consumer
 bench-batch: up ## archive vs the raw consumer, recompute of 10M events vs DuckDB (release build)
 	@.strata/venv/bin/python -c 'import duckdb' 2>/dev/null || .strata/venv/bin/pip install -q --disable-pip-version-check duckdb==2.0.1
 	$(CARGO) bench -p strata-batch --bench batch
+
+bench-serving: up ## merged query_range (24 h, 100 series) vs ClickHouse answering directly (release build)
+	$(CARGO) bench -p strata-serving --bench serving
 
 lint: ## formatting and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check

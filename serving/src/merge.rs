@@ -297,12 +297,11 @@ fn ceil_to(v: i64, unit: i64) -> i64 {
     v.div_euclid(unit) * unit + if v.rem_euclid(unit) == 0 { 0 } else { unit }
 }
 
+/// Time ranges `[from, to)` in Unix ms.
+pub type Ranges = Vec<(i64, i64)>;
+
 /// Splits `[lo, hi)` into the ranges of covered hours (batch) and the rest (speed).
-pub fn split(
-    covered: &std::collections::BTreeMap<i64, i64>,
-    lo: i64,
-    hi: i64,
-) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+pub fn split(covered: &std::collections::BTreeMap<i64, i64>, lo: i64, hi: i64) -> (Ranges, Ranges) {
     let first_hour = lo.div_euclid(HOUR_MS) * HOUR_MS;
     let batch: Vec<(i64, i64)> = covered
         .range(first_hour..hi)

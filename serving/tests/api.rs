@@ -198,7 +198,8 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
             ("step", step.to_owned()),
         ]
     };
-    let cases: Vec<(Vec<(&str, String)>, u16, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, String)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (range("sum(", &s0, &e0, "60"), 400, "parse error"),
         (
             range("holt_winters(x[5m], 0.1, 0.1)", &s0, &e0, "60"),

@@ -11,10 +11,13 @@ use super::{EvalError, Evaluator, Series, Value};
 use crate::series::{exposed_name, quantile_label, readings, Labels, SeriesInfo, Stat};
 use crate::window::{aggregate, windows, Agg};
 
+/// One exposed series' labels, its statistic, and (minute end, value) in time order.
+pub type MinuteSeries = (Labels, Stat, Vec<(i64, f64)>);
+
 /// Per-minute samples of the series a range selector chose.
 pub struct Minutes {
-    /// Each exposed series: its labels, its statistic, and (minute end, value) in time order.
-    pub series: Vec<(Labels, Stat, Vec<(i64, f64)>)>,
+    /// Each exposed series.
+    pub series: Vec<MinuteSeries>,
     /// The range of the selector, ms.
     pub range_ms: i64,
 }

@@ -139,7 +139,7 @@ impl BatchView {
             Err(DeltaTableError::NotATable(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        let version = hour.version().map(|v| v as u64);
+        let version = hour.version();
         if version == self.version {
             return Ok(false);
         }
@@ -221,7 +221,7 @@ impl BatchView {
         let fv = |j: usize, r: usize| f[j].as_primitive::<Float64Type>().value(r);
         for r in 0..b.num_rows() {
             let id = sid.value(r) as u64;
-            if !self.series.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.series.entry(id) {
                 let entry = tags.value(r);
                 let (k, v) = (
                     cast(entry.column(0), &DataType::Utf8)
@@ -233,15 +233,12 @@ impl BatchView {
                 let tags = (0..k.len())
                     .map(|i| (k.value(i).to_owned(), v.value(i).to_owned()))
                     .collect();
-                self.series.insert(
-                    id,
-                    Arc::new(SeriesInfo {
-                        metric: metric.value(r).to_owned(),
-                        series_id: id,
-                        source: source.value(r).to_owned(),
-                        tags,
-                    }),
-                );
+                slot.insert(Arc::new(SeriesInfo {
+                    metric: metric.value(r).to_owned(),
+                    series_id: id,
+                    source: source.value(r).to_owned(),
+                    tags,
+                }));
             }
             let mut sketch = Sketch::new();
             if !keys.is_null(r) && !counts.is_null(r) {

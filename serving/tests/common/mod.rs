@@ -69,7 +69,7 @@ impl Fixture {
             if seen.insert(e.event_id.clone()) {
                 values
                     .entry((e.series_id(), e.timestamp_ms.div_euclid(60_000) * 60_000))
-                    .or_insert_with(Vec::new)
+                    .or_default()
                     .push(e.value);
                 let labels = || Labels {
                     metric_name: Arc::from(e.metric_name.as_str()),
