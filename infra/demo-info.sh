@@ -8,6 +8,12 @@ late and malformed messages) to topic metrics-events on 127.0.0.1:9092.
 
   Generator log     $ROOT/.strata/logs/gen.log
   Service logs      $ROOT/.strata/logs/
+  Query API         http://127.0.0.1:8080   (Grafana: add a Prometheus data source with this URL, method POST,
+                    or provision infra/grafana/ — see README "Grafana")
+                    promtool query instant http://127.0.0.1:8080 'sum by (source) (rate(http_request_duration_ms_count[5m]))'
+                    promtool query range --start \$(date -d '-15 min' +%s) --end \$(date +%s) --step 1m \\
+                      http://127.0.0.1:8080 'max by (source) (http_request_duration_ms{quantile="0.99"})'
+                    curl -s 'http://127.0.0.1:8080/api/v1/timeseries?metric=http_request_duration_ms&stat=count,p99&step=5m&group_by=source'
   Speed layer       http://127.0.0.1:9101/metrics   (strata_speed_* self-metrics)
   Rollups so far    curl -s 'http://127.0.0.1:18123/' --data-binary "SELECT metric_name, sumMerge(cnt) AS events,
                       round(sumMerge(total) / events, 2) AS avg FROM strata.speed_rollup_1m
