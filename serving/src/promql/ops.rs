@@ -528,3 +528,85 @@ fn vector_vector(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], values: &[Option<f64>]) -> Series {
+        Series {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            values: values.to_vec(),
+        }
+    }
+
+    #[test]
+    fn comparisons_filter_and_bool_makes_numbers() {
+        let v = vec![series(
+            &[("__name__", "m_count"), ("source", "a")],
+            &[Some(1.0), Some(5.0), None],
+        )];
+        let filtered = vector_scalar(T_GTR, v.clone(), &[2.0, 2.0, 2.0], false, false);
+        assert_eq!(filtered[0].values, vec![None, Some(5.0), None]);
+        assert_eq!(
+            filtered[0].labels["__name__"], "m_count",
+            "a filter keeps the name"
+        );
+        let b = vector_scalar(T_GTR, v.clone(), &[2.0, 2.0, 2.0], false, true);
+        assert_eq!(b[0].values, vec![Some(0.0), Some(1.0), None]);
+        assert!(!b[0].labels.contains_key("__name__"));
+        // scalar on the left: 10 - v
+        let d = vector_scalar(T_SUB, v, &[10.0; 3], true, false);
+        assert_eq!(d[0].values, vec![Some(9.0), Some(5.0), None]);
+    }
+
+    #[test]
+    fn vectors_match_on_labels_without_the_name() {
+        let l = vec![
+            series(&[("__name__", "m_sum"), ("source", "a")], &[Some(10.0)]),
+            series(&[("__name__", "m_sum"), ("source", "b")], &[Some(8.0)]),
+        ];
+        let r = vec![
+            series(&[("__name__", "m_count"), ("source", "a")], &[Some(4.0)]),
+            series(&[("__name__", "m_count"), ("source", "c")], &[Some(1.0)]),
+        ];
+        let out = vector_vector(T_DIV, l.clone(), r.clone(), None, false, 1).unwrap();
+        assert_eq!(out.len(), 1, "only source=a matches");
+        assert_eq!(out[0].values, vec![Some(2.5)]);
+        assert_eq!(out[0].labels.get("source").map(String::as_str), Some("a"));
+        let unless = vector_vector(T_LUNLESS, l.clone(), r.clone(), None, false, 1).unwrap();
+        assert_eq!(unless.len(), 1);
+        assert_eq!(unless[0].labels["source"], "b");
+        let or = vector_vector(T_LOR, l, r, None, false, 1).unwrap();
+        assert_eq!(or.len(), 3, "a, b from the left and c from the right");
+    }
+
+    #[test]
+    fn duplicate_matches_are_an_error_not_a_guess() {
+        let l = vec![series(&[("source", "a")], &[Some(1.0)])];
+        let r = vec![
+            series(&[("source", "a"), ("x", "1")], &[Some(1.0)]),
+            series(&[("source", "a"), ("x", "2")], &[Some(1.0)]),
+        ];
+        let on = LabelModifier::Include(promql_parser::label::Labels::new(vec!["source"]));
+        assert!(matches!(
+            vector_vector(T_ADD, l, r, Some(&on), false, 1),
+            Err(EvalError::Execution(_))
+        ));
+    }
+
+    #[test]
+    fn negation_drops_the_name() {
+        let Value::Vector(v) = negate(Value::Vector(vec![series(
+            &[("__name__", "m_min")],
+            &[Some(2.0)],
+        )])) else {
+            panic!()
+        };
+        assert_eq!(v[0].values, vec![Some(-2.0)]);
+        assert!(v[0].labels.is_empty());
+    }
+}
