@@ -29,15 +29,8 @@ use strata_batch::recompute::{recompute, Tier};
 use strata_shared::gen::produce::{produce, Run};
 use strata_shared::gen::truth::hour_start;
 use strata_shared::gen::{Format, Generator, Spec};
-use strata_shared::testkit::{free_port, scrape, Proc};
+use strata_shared::testkit::{env_u64, free_port, scrape, Proc};
 use strata_shared::{kafka, Config};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -19,23 +19,27 @@ use strata_shared::sketch::Sketch;
 use strata_shared::stats::QUANTILES;
 use strata_shared::Config;
 
-async fn read_tier(
-    cfg: &Config,
-    tier: Tier,
-) -> HashMap<(u64, i64), (i64, f64, f64, f64, [f64; 4])> {
+/// Runs `sql` over a tier's table, registered as `r`.
+async fn query_tier(cfg: &Config, tier: Tier, sql: &str) -> Vec<RecordBatch> {
     let mut table = open_table(cfg, tier.table()).await.unwrap();
     table.load().await.unwrap();
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state()).unwrap();
     ctx.register_table("r", table.table_provider().await.unwrap())
         .unwrap();
-    let batches: Vec<RecordBatch> = ctx
-        .sql("SELECT series_id, start_ms, count, sum, min, max, p50, p90, p95, p99 FROM r")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+async fn read_tier(
+    cfg: &Config,
+    tier: Tier,
+) -> HashMap<(u64, i64), (i64, f64, f64, f64, [f64; 4])> {
+    let batches = query_tier(
+        cfg,
+        tier,
+        "SELECT series_id, start_ms, count, sum, min, max, p50, p90, p95, p99 FROM r",
+    )
+    .await;
     let mut out = HashMap::new();
     for b in batches {
         let i64s = |i: usize| cast(b.column(i), &DataType::Int64).unwrap();
@@ -66,19 +70,12 @@ async fn read_tier(
 
 /// (series, start, count, sketch) of every rollup_1m row.
 async fn read_sketches(cfg: &Config) -> Vec<(u64, i64, u64, Sketch)> {
-    let mut table = open_table(cfg, Tier::Minute.table()).await.unwrap();
-    table.load().await.unwrap();
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state()).unwrap();
-    ctx.register_table("r", table.table_provider().await.unwrap())
-        .unwrap();
-    let batches: Vec<RecordBatch> = ctx
-        .sql("SELECT series_id, start_ms, count, sketch_keys, sketch_counts FROM r")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let batches = query_tier(
+        cfg,
+        Tier::Minute,
+        "SELECT series_id, start_ms, count, sketch_keys, sketch_counts FROM r",
+    )
+    .await;
     let mut out = Vec::new();
     for b in batches {
         let i64s = |i: usize| cast(b.column(i), &DataType::Int64).unwrap();

@@ -22,7 +22,7 @@ use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
 use strata_shared::gen::truth::hour_start;
-use strata_shared::testkit::{free_port, Proc};
+use strata_shared::testkit::{env_u64, free_port, Proc};
 use strata_shared::{Config, MetricEvent};
 use strata_speed::clickhouse::writer::RollupWriter;
 use strata_speed::rollup::{Batch, Labels};
@@ -30,13 +30,6 @@ use strata_speed::rollup::{Batch, Labels};
 const H: i64 = 3_600_000;
 const SERIES: u32 = 100;
 const CLIENTS: usize = 32;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() {

@@ -25,15 +25,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use strata_shared::gen::produce::{produce, Run};
 use strata_shared::gen::{Format, Spec};
 use strata_shared::kafka;
+use strata_shared::testkit::env_u64;
 
 const EVENTS: u64 = 2_000_000;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() {
