@@ -502,3 +502,43 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback()).then_some(ip)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_lake_still_serves_speed_data_with_a_warning() {
+    let fx = Fixture::new("lakedown", 2000, &[0]).await;
+    let dead = format!("http://127.0.0.1:{}", strata_shared::testkit::free_port());
+    let server = fx
+        .serve(&[
+            ("STRATA__LAKE__URL", "s3://lake/unreachable"),
+            ("STRATA__S3__ENDPOINT", &dead),
+            ("STRATA__S3__ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "minioadmin"),
+            ("AWS_SECRET_ACCESS_KEY", "minioadmin"),
+        ])
+        .await;
+    let q = format!("sum({METRIC}_count)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (series, body) = server.range(&q, fx.h0 + 60_000, fx.h0 + 2 * H, 60).await;
+        let warned = body["warnings"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w.as_str().unwrap().contains("batch views unreadable"))
+        });
+        if warned {
+            // Every minute comes from ClickHouse instead, complete.
+            let got: f64 = series[0].1.iter().map(|(_, v)| v).sum();
+            let want: u64 = fx
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.tier == "1h" && r.labels.metric_name == METRIC && r.start_ms < fx.h0 + 2 * H
+                })
+                .map(|r| r.stats.count)
+                .sum();
+            assert_eq!(got as u64, want);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
