@@ -6,7 +6,7 @@ CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
 
-.PHONY: help setup build up down run stop status demo test test-unit lint fmt clean-data bench-speed bench-batch bench-serving
+.PHONY: help setup build up down run stop status demo test e2e test-unit lint fmt clean-data bench-speed bench-batch bench-serving
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -42,6 +42,10 @@ demo: up run ## the whole pipeline with live generated load
 test: up ## start the stack, then build and run the whole test suite
 	$(CARGO) test --workspace --no-run
 	$(CARGO) test --workspace
+
+e2e: up ## only the end-to-end tests (the whole pipeline; part of make test)
+	$(CARGO) build --workspace
+	$(CARGO) test -p strata-tests
 
 test-unit: ## only the tests that need no server
 	$(CARGO) test --workspace --lib --bins
