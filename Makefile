@@ -6,7 +6,7 @@ CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
 
-.PHONY: help setup build up down run stop status demo test e2e test-unit lint fmt clean-data bench-speed bench-batch bench-serving
+.PHONY: help setup build up down run stop status demo test e2e chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -46,6 +46,10 @@ test: up ## start the stack, then build and run the whole test suite
 e2e: up ## only the end-to-end tests (the whole pipeline; part of make test)
 	$(CARGO) build --workspace
 	$(CARGO) test -p strata-tests
+
+chaos: up ## 2M events through the pipeline while everything fails; counts what was lost (release build)
+	$(CARGO) build --release --workspace --bins
+	target/release/strata-chaos
 
 test-unit: ## only the tests that need no server
 	$(CARGO) test --workspace --lib --bins

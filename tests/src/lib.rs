@@ -11,14 +11,18 @@ use anyhow::{bail, Context, Result};
 use strata_shared::testkit::{free_port, Proc};
 use strata_shared::{kafka, Config};
 
-/// The directory holding the workspace's binaries (next to this test's executable).
+/// The directory holding the workspace's binaries: next to this executable (a test lives in
+/// `target/<profile>/deps/`, a binary in `target/<profile>/`).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable");
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("the executable");
+    let dir = exe.parent().expect("a directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent()
+            .map(Path::to_path_buf)
+            .expect("target/<profile>")
+    } else {
+        dir
+    }
 }
 
 /// The repository root.
@@ -42,13 +46,29 @@ pub struct Pipeline {
 impl Pipeline {
     /// Creates the topics and starts every service; `extra` overrides configuration for all.
     pub async fn start(name: &str, extra: &[(&str, &str)]) -> Result<Pipeline> {
+        Self::start_with_lake(name, extra, None).await
+    }
+
+    /// [`Pipeline::start`] with the lake at `lake_url` (e.g. `s3://lake/x` on the local
+    /// SeaweedFS) instead of a temporary folder.
+    pub async fn start_with_lake(
+        name: &str,
+        extra: &[(&str, &str)],
+        lake_url: Option<String>,
+    ) -> Result<Pipeline> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = tempfile::tempdir()?;
         let mut cfg = Config::load(None).context("configuration")?;
         cfg.kafka.topic = format!("strata-e2e-{name}-{id}");
         cfg.kafka.dlq_topic = format!("strata-e2e-{name}-{id}-dlq");
         cfg.clickhouse.database = format!("strata_e2e_{name}_{}", &id[..12]);
-        cfg.lake.url = dir.path().join("lake").display().to_string();
+        cfg.lake.url = lake_url.unwrap_or_else(|| dir.path().join("lake").display().to_string());
+        if cfg.lake.url.starts_with("s3://") {
+            cfg.s3.endpoint = Some("http://127.0.0.1:8333".into());
+            cfg.s3.allow_http = true;
+            cfg.s3.access_key_id = Some("minioadmin".into());
+            cfg.s3.secret_access_key = Some(strata_shared::config::Secret("minioadmin".into()));
+        }
         cfg.speed.group_id = format!("strata-e2e-speed-{id}");
         cfg.batch.archive_group_id = format!("strata-e2e-archive-{id}");
         kafka::create_topics(
@@ -105,6 +125,10 @@ impl Pipeline {
             ("STRATA__SERVING__LISTEN", format!("127.0.0.1:{serving}")),
             ("STRATA__SERVING__COVERAGE_REFRESH", "1s".into()),
             ("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "2s".into()),
+            ("STRATA__S3__ENDPOINT", "http://127.0.0.1:8333".into()),
+            ("STRATA__S3__ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "minioadmin".into()),
+            ("AWS_SECRET_ACCESS_KEY", "minioadmin".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -147,6 +171,11 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// SIGKILLs one service (it is restarted by [`Pipeline::spawn`]).
+    pub fn kill(&mut self, service: &str) {
+        self.procs.retain(|(n, _)| n != service); // dropping the Proc kills it
     }
 
     /// The tail of every service's log.

@@ -1,0 +1,334 @@
+//! `make chaos`: one long stream through the whole pipeline while everything fails — strata-speed
+//! and the archiver SIGKILLed five times each, ClickHouse stopped for 30 s, the S3 server stopped
+//! for 30 s, the broker restarted — then a count of what was lost or counted twice in each place:
+//! ClickHouse's rollups, the Delta archive (on S3) and the merged answers of strata-serving.
+//!
+//! Knobs: CHAOS_EVENTS (2,000,000), CHAOS_RATE (events/s, 15,000). Last line:
+//! `chaos: events=N kills=N lost=N duplicated=N exact=BOOL`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
+use strata_shared::gen::produce::{produce, Run};
+use strata_shared::gen::truth::{hour_start, Truth};
+use strata_shared::gen::{metric_name, Format, Generator, Spec};
+use strata_shared::testkit::{env_u64, stack};
+use strata_tests::{root, Pipeline};
+
+const H: i64 = 3_600_000;
+const METRICS: u32 = 8;
+
+fn say(started: Instant, what: &str) {
+    eprintln!("[{:6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// `SELECT …` on ClickHouse over HTTP, tab-separated rows.
+async fn clickhouse(http: &reqwest::Client, url: &str, sql: &str) -> Result<Vec<Vec<String>>> {
+    let r = http
+        .post(url)
+        .body(format!("{sql} FORMAT TSV"))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("ClickHouse: {}", r.text().await?);
+    }
+    Ok(r.text()
+        .await?
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect())
+}
+
+/// (lost, duplicated) between wanted and found counts per key.
+fn compare<K: Ord + Clone>(want: &BTreeMap<K, u64>, got: &BTreeMap<K, u64>) -> (u64, u64) {
+    let (mut lost, mut dup) = (0, 0);
+    for (k, w) in want {
+        let g = got.get(k).copied().unwrap_or(0);
+        lost += w.saturating_sub(g);
+        dup += g.saturating_sub(*w);
+    }
+    for (k, g) in got {
+        if !want.contains_key(k) {
+            dup += g;
+        }
+    }
+    (lost, dup)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let events = env_u64("CHAOS_EVENTS", 2_000_000);
+    let rate = env_u64("CHAOS_RATE", 15_000) as f64;
+    let started = Instant::now();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let mut p = Pipeline::start_with_lake(
+        "chaos",
+        &[
+            ("STRATA__BATCH__SCHEDULE_CLOSED_HOURS", "6"),
+            ("STRATA__SPEED__MAX_RETRY_BACKOFF", "2s"),
+        ],
+        Some(format!("s3://lake/chaos-{id}")),
+    )
+    .await?;
+    say(started, "pipeline up (lake on SeaweedFS)");
+    let now = chrono::Utc::now().timestamp_millis();
+    let spec = Spec {
+        base_time_ms: now,
+        spread_ms: 2 * H,
+        series: 1000,
+        metrics: METRICS,
+        format: Format::Json,
+        duplicate_ratio: 0.01,
+        late_ratio: 0.01,
+        malformed_ratio: 0.005,
+        seed: 7,
+        ..Spec::default()
+    };
+    let mut truth = Truth::new(Some(spec.clone()));
+    let mut archive_want: BTreeMap<String, u64> = BTreeMap::new();
+    for m in Generator::new(spec.clone()).take(events as usize) {
+        truth.record(&m);
+        if let (false, Some(e)) = (
+            matches!(m.kind, strata_shared::gen::Kind::Malformed(_)),
+            &m.event,
+        ) {
+            *archive_want.entry(e.event_id.clone()).or_default() += 1;
+        }
+    }
+    let summary = truth.summary();
+    let rows = truth.rows();
+    say(
+        started,
+        &format!(
+            "ground truth: {} distinct valid events",
+            summary.valid_unique
+        ),
+    );
+
+    let kafka = p.cfg.kafka.clone();
+    let producer = std::thread::spawn(move || {
+        let run = Run {
+            kafka: &kafka,
+            events,
+            rate,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: &|_| {},
+        };
+        produce(&run, spec, None)
+    });
+
+    // The faults, one after another while the stream runs.
+    let mut kills = 0;
+    for service in ["speed", "archive"] {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            p.kill(service);
+            kills += 1;
+            say(started, &format!("SIGKILL {service}"));
+            let args: &[&str] = if service == "speed" {
+                &["strata-speed", "run"]
+            } else {
+                &["strata-batch", "archive"]
+            };
+            p.spawn(
+                service,
+                args,
+                &[("STRATA__BATCH__SCHEDULE_CLOSED_HOURS", "6")],
+            )?;
+        }
+    }
+    let repo = root();
+    for server in ["clickhouse", "seaweedfs"] {
+        say(started, &format!("stopping {server} for 30 s"));
+        stack(&repo, &["stop", server]);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        stack(&repo, &["start", server]);
+        say(started, &format!("{server} back"));
+    }
+    say(started, "restarting the broker");
+    stack(&repo, &["stop", "tansu"]);
+    stack(&repo, &["start", "tansu"]);
+    say(started, "broker back");
+    let report = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer panicked"))?
+        .context("produce")?;
+    say(
+        started,
+        &format!("stream done: {} delivered", report.delivered),
+    );
+    if report.delivered != events {
+        bail!("the producer lost {} messages", events - report.delivered);
+    }
+
+    // Wait for every layer to catch up (or give up after 15 minutes and count).
+    let http = reqwest::Client::new();
+    let ch_url = p.cfg.clickhouse.url.clone();
+    let db = p.cfg.clickhouse.database.clone();
+    let names: Vec<String> = (0..METRICS).map(metric_name).collect();
+    let in_list = names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let total = clickhouse(
+            &http,
+            &ch_url,
+            &format!(
+                "SELECT sumMerge(cnt) FROM {db}.speed_rollup_1m WHERE metric_name IN ({in_list})"
+            ),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.first()?.first()?.parse::<u64>().ok())
+        .unwrap_or(0);
+        let archived = archive_count(&p).await.unwrap_or(0);
+        let want_rows: u64 = archive_want.values().sum();
+        say(
+            started,
+            &format!(
+                "caught up? ClickHouse {total}/{}, archive {archived}/{want_rows}",
+                summary.valid_unique
+            ),
+        );
+        if total >= summary.valid_unique && archived >= want_rows {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("{}", p.logs());
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+
+    // ClickHouse: events per (series, minute).
+    let mut want_1m: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+    let mut want_1h: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+    for r in &rows {
+        let map = if r.tier == "1m" {
+            &mut want_1m
+        } else {
+            &mut want_1h
+        };
+        map.insert((r.series_id, r.start_ms), r.stats.count);
+    }
+    let mut ch_1m = BTreeMap::new();
+    for r in clickhouse(
+        &http,
+        &ch_url,
+        &format!(
+            "SELECT series_id, toUInt32(minute), sumMerge(cnt) FROM {db}.speed_rollup_1m \
+             WHERE metric_name IN ({in_list}) GROUP BY series_id, minute"
+        ),
+    )
+    .await?
+    {
+        let key = (r[0].parse::<u64>()?, r[1].parse::<i64>()? * 1000);
+        ch_1m.insert(key, r[2].parse::<u64>()?);
+    }
+    let (ch_lost, ch_dup) = compare(&want_1m, &ch_1m);
+    say(
+        started,
+        &format!("ClickHouse rollups: lost {ch_lost}, duplicated {ch_dup}"),
+    );
+
+    // The archive: each valid message once (duplicates are separate messages).
+    let archive_got = archive_ids(&p).await?;
+    let (ar_lost, ar_dup) = compare(&archive_want, &archive_got);
+    say(
+        started,
+        &format!("Delta archive: lost {ar_lost}, duplicated {ar_dup}"),
+    );
+
+    // Merged answers: events per (series, hour) through the Prometheus API, once the schedule
+    // has covered the closed hours.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let first = rows.iter().map(|r| r.start_ms).min().unwrap_or(now);
+    let mut merged = BTreeMap::new();
+    for m in &names {
+        let body: serde_json::Value = http
+            .post(format!("{}/api/v1/query_range", p.serving_url))
+            .form(&[
+                ("query", format!("{m}_count")),
+                ("start", ((hour_start(first) + H) / 1000).to_string()),
+                ("end", ((hour_start(now) + 2 * H) / 1000).to_string()),
+                ("step", "3600".into()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        for s in body["data"]["result"].as_array().context("a matrix")? {
+            let labels: BTreeMap<String, String> = serde_json::from_value(s["metric"].clone())?;
+            let mut tags = labels.clone();
+            let source = tags.remove("source").unwrap_or_default();
+            tags.remove("__name__");
+            let sid = strata_shared::series::series_id(m, &source, &tags);
+            for pt in s["values"].as_array().context("values")? {
+                let t = (pt[0].as_f64().unwrap_or(0.0) * 1000.0) as i64;
+                let v: f64 = pt[1].as_str().unwrap_or("0").parse()?;
+                merged.insert((sid, t - H), v as u64);
+            }
+        }
+    }
+    let (mg_lost, mg_dup) = compare(&want_1h, &merged);
+    say(
+        started,
+        &format!("merged answers: lost {mg_lost}, duplicated {mg_dup}"),
+    );
+
+    let lost = ch_lost + ar_lost + mg_lost;
+    let duplicated = ch_dup + ar_dup + mg_dup;
+    let exact = lost == 0 && duplicated == 0;
+    println!(
+        "chaos: events={events} kills={kills} lost={lost} duplicated={duplicated} exact={exact}"
+    );
+    Ok(())
+}
+
+async fn session(p: &Pipeline) -> Result<SqlSession> {
+    SqlSession::open(
+        &p.cfg,
+        Limits {
+            max_rows: 10_000_000,
+            timeout: Duration::from_secs(600),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn archive_count(p: &Pipeline) -> Result<u64> {
+    let s = session(p).await?;
+    let r = s
+        .query("SELECT count(*) AS n FROM events WHERE metric_name NOT LIKE 'strata%'")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let csv = render(&r.batches, OutputFormat::Csv)?;
+    Ok(csv.lines().nth(1).unwrap_or("0").trim().parse()?)
+}
+
+async fn archive_ids(p: &Pipeline) -> Result<BTreeMap<String, u64>> {
+    let s = session(p).await?;
+    let r = s
+        .query(
+            "SELECT event_id, count(*) AS n FROM events WHERE metric_name NOT LIKE 'strata%' \
+             GROUP BY event_id",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let csv = render(&r.batches, OutputFormat::Csv)?;
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for line in csv.lines().skip(1) {
+        if let Some((id, n)) = line.rsplit_once(',') {
+            out.insert(id.to_owned(), n.trim().parse()?);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
