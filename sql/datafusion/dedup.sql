@@ -5,11 +5,12 @@
 --   {to_ms}    end of the range (exclusive, a whole hour)
 --
 -- Duplicates (producer retries, the same event imported twice) are removed by event_id, keeping
--- the first copy in Kafka order. The result is computed once per recompute, held in memory as
--- the table `deduped`, and every tier of rollup.sql reads it.
-SELECT series_id, metric_name, source, tags, value, timestamp_ms
+-- the first copy in Kafka order. Only what the rollups compute from is kept (labels come from
+-- labels.sql), so the result stays small: it is held in memory as the table `deduped`, and every
+-- tier of rollup.sql and sketch.sql reads it.
+SELECT series_id, value, timestamp_ms
 FROM (
-    SELECT series_id, metric_name, source, tags, value, timestamp_ms,
+    SELECT series_id, value, timestamp_ms,
            row_number() OVER (PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) AS copy
     FROM events
     WHERE timestamp_ms >= {from_ms} AND timestamp_ms < {to_ms}

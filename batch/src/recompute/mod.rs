@@ -1,8 +1,10 @@
 //! Recompute: exact rollups of the archive over an hour-aligned range, written to the Delta
 //! tables `rollup_1m` and `rollup_1h`.
 //!
-//! `sql/datafusion/rollup.sql` runs over `events` (duplicates removed by event_id, exact
-//! quantiles); each tier's result replaces that range of its table in ONE Delta commit
+//! `sql/datafusion/dedup.sql` and `labels.sql` read the range of `events` once (duplicates
+//! removed by event_id) into memory; per tier, `rollup.sql` computes the exact statistics and
+//! `sketch.sql` the mergeable sketch ([`sketch_columns`] pairs them); each tier's result
+//! replaces that range of its table in ONE Delta commit
 //! (`replace_where` on `start_ms`), so readers never see half a recompute. The commit records what
 //! it covers — range and archive version — in its commit info under `strata.recompute`, from which
 //! the serving layer can compute its time boundary.
@@ -16,10 +18,16 @@ use strata_shared::Config;
 
 use crate::archive::writer::{open_table, EVENTS_TABLE};
 
+mod sketch_columns;
+
 /// The range's events without duplicates (becomes the in-memory table `deduped`), compiled in.
-pub const DEDUP_SQL: &str = include_str!("../../sql/datafusion/dedup.sql");
-/// The tier SQL over `deduped`, compiled in.
-pub const ROLLUP_SQL: &str = include_str!("../../sql/datafusion/rollup.sql");
+pub const DEDUP_SQL: &str = include_str!("../../../sql/datafusion/dedup.sql");
+/// The labels of the range's series (becomes the in-memory table `labels`), compiled in.
+pub const LABELS_SQL: &str = include_str!("../../../sql/datafusion/labels.sql");
+/// The tier SQL over `deduped` and `labels`, compiled in.
+pub const ROLLUP_SQL: &str = include_str!("../../../sql/datafusion/rollup.sql");
+/// The sketch buckets of a tier over `deduped`, compiled in.
+pub const SKETCH_SQL: &str = include_str!("../../../sql/datafusion/sketch.sql");
 
 const HOUR_MS: i64 = 3_600_000;
 /// Attempts per tier when concurrent recomputes keep winning the commit race.
@@ -70,6 +78,9 @@ pub enum RecomputeError {
     /// The rollup query failed.
     #[error("query: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
+    /// The query's rows could not be assembled (a bug, or a changed SQL file).
+    #[error("assembling rows: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 /// What a recompute did.
@@ -87,19 +98,32 @@ pub struct Report {
 
 /// The dedup SQL for a range.
 pub fn dedup_sql(from_ms: i64, to_ms: i64) -> String {
-    DEDUP_SQL
-        .replace("{from_ms}", &from_ms.to_string())
+    range_sql(DEDUP_SQL, from_ms, to_ms)
+}
+
+/// The labels SQL for a range.
+pub fn labels_sql(from_ms: i64, to_ms: i64) -> String {
+    range_sql(LABELS_SQL, from_ms, to_ms)
+}
+
+fn range_sql(sql: &str, from_ms: i64, to_ms: i64) -> String {
+    sql.replace("{from_ms}", &from_ms.to_string())
         .replace("{to_ms}", &to_ms.to_string())
 }
 
-/// The SQL of one tier (over `deduped`).
-pub fn tier_sql(tier: Tier) -> String {
-    ROLLUP_SQL
+/// The sketch SQL of one tier (over `deduped`).
+pub fn sketch_sql(tier: Tier) -> String {
+    SKETCH_SQL
         .replace("{step_ms}", &tier.step_ms().to_string())
         .replace(
             "{ln_gamma}",
             &format!("{:?}", strata_shared::sketch::LN_GAMMA),
         )
+}
+
+/// The SQL of one tier (over `deduped` and `labels`).
+pub fn tier_sql(tier: Tier) -> String {
+    ROLLUP_SQL.replace("{step_ms}", &tier.step_ms().to_string())
 }
 
 /// A step of a recompute, reported as it starts (for progress bars).
@@ -148,6 +172,8 @@ pub async fn recompute_with_progress(
     progress(Phase::Dedup);
     let deduped = ctx.sql(&dedup_sql(from_ms, to_ms)).await?.cache().await?;
     ctx.register_table("deduped", deduped.into_view())?;
+    let labels = ctx.sql(&labels_sql(from_ms, to_ms)).await?.cache().await?;
+    ctx.register_table("labels", labels.into_view())?;
 
     let mut rows = [0usize; 2];
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
@@ -159,12 +185,14 @@ pub async fn recompute_with_progress(
             progress(Phase::Query(tier));
             let df = ctx.sql(&tier_sql(tier)).await?;
             let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-            let mut batches: Vec<RecordBatch> = df.collect().await?;
-            batches.retain(|b| b.num_rows() > 0);
-            if batches.is_empty() {
+            let mut stats: Vec<RecordBatch> = df.collect().await?;
+            stats.retain(|b| b.num_rows() > 0);
+            if stats.is_empty() {
                 // An empty range still replaces what was there, and records its coverage.
-                batches.push(RecordBatch::new_empty(schema));
+                stats.push(RecordBatch::new_empty(schema));
             }
+            let sketches: Vec<RecordBatch> = ctx.sql(&sketch_sql(tier)).await?.collect().await?;
+            let batches = sketch_columns::attach(stats, &sketches)?;
             rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
             progress(Phase::Commit(tier));
             match replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await {
@@ -232,7 +260,7 @@ mod tests {
         let dedup = dedup_sql(3_600_000, 7_200_000);
         assert!(dedup.contains("timestamp_ms >= 3600000 AND timestamp_ms < 7200000"));
         let sql = tier_sql(Tier::Minute);
-        for s in [&dedup, &sql] {
+        for s in [&dedup, &sql, &labels_sql(0, 1), &sketch_sql(Tier::Hour)] {
             assert!(!s.contains('{'), "every placeholder is filled");
         }
         assert!(sql.contains("% 60000"));
