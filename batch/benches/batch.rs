@@ -25,7 +25,7 @@ use datafusion::prelude::SessionContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::{open_table, Archive};
-use strata_batch::recompute::{recompute, Tier};
+use strata_batch::recompute::{recompute_with_progress, Tier};
 use strata_shared::gen::produce::{produce, Run};
 use strata_shared::gen::truth::hour_start;
 use strata_shared::gen::{Format, Generator, Spec};
@@ -54,32 +54,33 @@ async fn main() {
         base_time_ms: chrono::Utc::now().timestamp_millis(),
         ..Spec::default()
     };
-    let t = Instant::now();
-    let run = Run {
-        kafka: &cfg.kafka,
-        events,
-        rate: 0.0,
-        stop: Arc::new(AtomicBool::new(false)),
-        progress: &|_| {},
+    // BENCH_EVENTS=0 skips the archive part (to time the recompute alone).
+    let (raw_eps, local_eps) = if events > 0 {
+        let t = Instant::now();
+        let run = Run {
+            kafka: &cfg.kafka,
+            events,
+            rate: 0.0,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: &|_| {},
+        };
+        let r = produce(&run, spec, None).expect("produce");
+        assert_eq!(r.delivered, events);
+        eprintln!(
+            "produced {events} events in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        let raw_eps = raw_consume(&cfg, events).await;
+        eprintln!("raw consumer: {raw_eps:.0} events/s");
+        let dir = tempfile::tempdir().unwrap();
+        let lake = dir.path().join("lake").display().to_string();
+        let local_eps = archive(&cfg, &lake, events, "local");
+        let s3_eps = archive(&cfg, &format!("s3://lake/bench-{id}"), events, "s3");
+        eprintln!("archive: local folder {local_eps:.0} events/s, SeaweedFS {s3_eps:.0} events/s");
+        (raw_eps, local_eps)
+    } else {
+        (0.0, 0.0)
     };
-    let r = produce(&run, spec, None).expect("produce");
-    assert_eq!(r.delivered, events);
-    eprintln!(
-        "produced {events} events in {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
-
-    let raw_eps = raw_consume(&cfg, events).await;
-    eprintln!("raw consumer: {raw_eps:.0} events/s");
-    let dir = tempfile::tempdir().unwrap();
-    let local_eps = archive(
-        &cfg,
-        &dir.path().join("lake").display().to_string(),
-        events,
-        "local",
-    );
-    let s3_eps = archive(&cfg, &format!("s3://lake/bench-{id}"), events, "s3");
-    eprintln!("archive: local folder {local_eps:.0} events/s, SeaweedFS {s3_eps:.0} events/s");
 
     let (recompute_s, duckdb_s, equal) = recompute_vs_duckdb(recompute_events).await;
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -196,7 +197,16 @@ async fn recompute_vs_duckdb(n: u64) -> (f64, f64, bool) {
     let (from, to) = (base - 24 * 3_600_000, base);
 
     let t = Instant::now();
-    let report = recompute(&cfg, from, to).await.expect("recompute");
+    let mut last = Instant::now();
+    let report = recompute_with_progress(&cfg, from, to, |phase| {
+        eprintln!(
+            "  {phase:?} starts after {:.1}s",
+            last.elapsed().as_secs_f64()
+        );
+        last = Instant::now();
+    })
+    .await
+    .expect("recompute");
     let recompute_s = t.elapsed().as_secs_f64();
     eprintln!(
         "recompute: {} rollup_1m rows, {} rollup_1h rows in {recompute_s:.1}s",

@@ -170,19 +170,23 @@ pub async fn recompute_with_progress(
     events.update_datafusion_session(&ctx.state())?;
     ctx.register_table(EVENTS_TABLE, events.table_provider().await?)?;
     progress(Phase::Dedup);
+    let started = std::time::Instant::now();
     let deduped = ctx.sql(&dedup_sql(from_ms, to_ms)).await?.cache().await?;
     ctx.register_table("deduped", deduped.into_view())?;
     let labels = ctx.sql(&labels_sql(from_ms, to_ms)).await?.cache().await?;
     ctx.register_table("labels", labels.into_view())?;
+    tracing::info!(took = ?started.elapsed(), "read and deduplicated the range");
 
     let mut rows = [0usize; 2];
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
         // Another recompute may commit to the same table first (overlapping jobs): ours then
         // loses the race with a commit conflict and is simply run again on the newer table.
         let mut attempt = 0;
+        let (mut stats_took, mut sketch_took, mut commit_took);
         loop {
             attempt += 1;
             progress(Phase::Query(tier));
+            let t = std::time::Instant::now();
             let df = ctx.sql(&tier_sql(tier)).await?;
             let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
             let mut stats: Vec<RecordBatch> = df.collect().await?;
@@ -191,11 +195,17 @@ pub async fn recompute_with_progress(
                 // An empty range still replaces what was there, and records its coverage.
                 stats.push(RecordBatch::new_empty(schema));
             }
+            stats_took = t.elapsed();
             let sketches: Vec<RecordBatch> = ctx.sql(&sketch_sql(tier)).await?.collect().await?;
             let batches = sketch_columns::attach(stats, &sketches)?;
             rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
+            sketch_took = t.elapsed() - stats_took;
             progress(Phase::Commit(tier));
-            match replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await {
+            let t = std::time::Instant::now();
+            let committed =
+                replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await;
+            commit_took = t.elapsed();
+            match committed {
                 Err(RecomputeError::Lake(DeltaTableError::Transaction { source }))
                     if attempt < MAX_ATTEMPTS
                         && matches!(source, TransactionError::CommitConflict(_)) =>
@@ -209,6 +219,14 @@ pub async fn recompute_with_progress(
                 other => break other?,
             }
         }
+        tracing::info!(
+            table = tier.table(),
+            rows = rows[i],
+            ?stats_took,
+            ?sketch_took,
+            ?commit_took,
+            "tier recomputed"
+        );
     }
     Ok(Report {
         from_ms,
