@@ -173,8 +173,8 @@ pub async fn recompute_with_progress(
     let started = std::time::Instant::now();
     let deduped = ctx.sql(&dedup_sql(from_ms, to_ms)).await?.cache().await?;
     ctx.register_table("deduped", deduped.into_view())?;
-    let labels = ctx.sql(&labels_sql(from_ms, to_ms)).await?.cache().await?;
-    ctx.register_table("labels", labels.into_view())?;
+    let labels = first_row_per_series(&ctx, &labels_sql(from_ms, to_ms)).await?;
+    ctx.register_table("labels", std::sync::Arc::new(labels))?;
     tracing::info!(took = ?started.elapsed(), "read and deduplicated the range");
 
     let mut rows = [0usize; 2];
@@ -234,6 +234,40 @@ pub async fn recompute_with_progress(
         archive_version,
         rows,
     })
+}
+
+/// Runs `sql` (series_id first) and keeps the first row of each series_id, as a table. Done
+/// here rather than with `first_value(tags)` in SQL, which aggregates maps row by row.
+async fn first_row_per_series(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<datafusion::datasource::MemTable, RecomputeError> {
+    use arrow::array::{AsArray, UInt32Array};
+    use futures::StreamExt;
+    let df = ctx.sql(sql).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        let ids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)?;
+        let ids = ids.as_primitive::<arrow::datatypes::Int64Type>();
+        let first: Vec<u32> = (0..b.num_rows())
+            .filter(|&r| seen.insert(ids.value(r)))
+            .map(|r| r as u32)
+            .collect();
+        if !first.is_empty() {
+            kept.push(arrow::compute::take_record_batch(
+                &b,
+                &UInt32Array::from(first),
+            )?);
+        }
+    }
+    Ok(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![kept],
+    )?)
 }
 
 /// Replaces `[from_ms, to_ms)` of the tier's table with `batches`, in one commit.
