@@ -47,9 +47,9 @@ e2e: up ## only the end-to-end tests (the whole pipeline; part of make test)
 	$(CARGO) build --workspace
 	$(CARGO) test -p strata-tests
 
-chaos: up ## 2M events through the pipeline while everything fails; counts what was lost (release build)
-	$(CARGO) build --release --workspace --bins
-	target/release/strata-chaos
+chaos: up ## 2M events through the pipeline while everything fails; counts what was lost
+	$(CARGO) build --workspace --bins
+	target/debug/strata-chaos
 
 test-unit: ## only the tests that need no server
 	$(CARGO) test --workspace --lib --bins
