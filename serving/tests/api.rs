@@ -315,6 +315,16 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
         .await;
     assert_eq!(s, 400);
     assert!(body.contains("unknown field"), "{body}");
+    // Bodies past serving.max_body_bytes (1 MiB) are refused before they are read.
+    let huge = "x".repeat(2 << 20);
+    let (s, _) = server
+        .post_json("/api/v1/sql", &json!({"sql": huge}), &[])
+        .await;
+    assert_eq!(s, 413);
+    let (s, _) = server
+        .post_form("/api/v1/query", &[("query", huge.as_str())])
+        .await;
+    assert_eq!(s, 413);
     let (s, body) = server
         .post_json(
             "/api/v1/recompute",
@@ -462,6 +472,13 @@ async fn sql_and_recompute_work_and_are_guarded() {
     assert_eq!(r.status().as_u16(), 200);
     let r = all.http.get(all.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "health stays open");
+
+    // No secret in the logs, whatever was asked.
+    for server in [&guarded, &all] {
+        let log = std::fs::read_to_string(&server.log).unwrap();
+        assert!(log.contains("serving"), "the log is there: {log}");
+        assert!(!log.contains(token), "the token leaked into the log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

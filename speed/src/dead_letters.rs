@@ -22,7 +22,8 @@ use strata_shared::{kafka, Reject};
 
 /// Producer of dead letters.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: std::sync::RwLock<FutureProducer>,
+    cfg: KafkaConfig,
     topic: String,
 }
 
@@ -55,7 +56,8 @@ impl DeadLetters {
     /// A producer for `kafka.dlq_topic`.
     pub fn new(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<Self> {
         Ok(Self {
-            producer: kafka::producer_config(cfg).create()?,
+            producer: std::sync::RwLock::new(kafka::producer_config(cfg).create()?),
+            cfg: cfg.clone(),
             topic: cfg.dlq_topic.clone(),
         })
     }
@@ -87,13 +89,28 @@ impl DeadLetters {
             record = record.payload(p);
         }
         loop {
-            match self.producer.send_result(record) {
+            let producer = self.producer.read().expect("not poisoned").clone();
+            match producer.send_result(record) {
                 Ok(f) => return f,
                 Err((e, r)) => {
-                    // A full queue is backpressure: let deliveries drain, then try again.
-                    tracing::debug!(error = %e, "dead-letter queue full; waiting");
-                    self.producer.poll(Duration::from_millis(50));
                     record = r;
+                    if producer.client().fatal_error().is_some() {
+                        // An idempotent producer can turn fatal, e.g. when the broker restarts
+                        // without its producer state: start a new one; the dead letters whose
+                        // delivery fails with the old one are sent again by the caller.
+                        tracing::warn!(error = %e, "dead-letter producer failed fatally; recreating it");
+                        match kafka::producer_config(&self.cfg).create() {
+                            Ok(p) => *self.producer.write().expect("not poisoned") = p,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot recreate the dead-letter producer");
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                        }
+                    } else {
+                        // A full queue is backpressure: let deliveries drain, then try again.
+                        tracing::debug!(error = %e, "dead-letter queue full; waiting");
+                        producer.poll(Duration::from_millis(50));
+                    }
                 }
             }
         }
@@ -101,7 +118,8 @@ impl DeadLetters {
 
     /// Waits for every queued dead letter (used at shutdown).
     pub fn flush(&self) {
-        let _ = self.producer.flush(Duration::from_secs(30));
+        let producer = self.producer.read().expect("not poisoned").clone();
+        let _ = producer.flush(Duration::from_secs(30));
     }
 }
 

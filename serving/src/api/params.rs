@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, Method};
 
-use super::response::ApiError;
+use super::response::{ApiError, ErrorType};
 
 /// Every `key=value` of the request, in order.
 #[derive(Debug, Default, Clone)]
@@ -31,9 +31,17 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if req.method() == Method::POST && is_form {
-            let body = Bytes::from_request(req, state)
-                .await
-                .map_err(|e| ApiError::bad_data(format!("reading the form: {e}")))?;
+            let body = Bytes::from_request(req, state).await.map_err(|e| {
+                use axum::response::IntoResponse;
+                if e.into_response().status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        ErrorType::TooLarge,
+                        "the request body is larger than serving.max_body_bytes",
+                    )
+                } else {
+                    ApiError::bad_data("the form body could not be read")
+                }
+            })?;
             pairs.extend(url::form_urlencoded::parse(&body).into_owned());
         }
         Ok(Params(pairs))

@@ -26,6 +26,8 @@ pub enum ErrorType {
     Unauthorized,
     /// 403: not allowed from here.
     Forbidden,
+    /// 413: the body is larger than `serving.max_body_bytes`.
+    TooLarge,
     /// 500: a fault of ours.
     Internal,
 }
@@ -40,6 +42,7 @@ impl ErrorType {
             ErrorType::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorType::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ErrorType::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ErrorType::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "bad_data"),
             ErrorType::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
