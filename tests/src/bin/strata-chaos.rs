@@ -231,8 +231,45 @@ async fn main() -> Result<()> {
     );
 
     // Merged answers: events per (series, hour) through the Prometheus API, once the schedule
-    // has covered the closed hours.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // has caught up — no closed hour dirty, no job queued or running — and the serving layer has
+    // re-read the coverage.
+    let queue = strata_batch::jobs::JobQueue::open(&p.cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let last_closed = hour_start(chrono::Utc::now().timestamp_millis()) - H;
+        let dirty = strata_batch::coverage::status(&p.cfg)
+            .await
+            .map(|(_, d, _)| d.range(..=last_closed).count())
+            .unwrap_or(usize::MAX);
+        let busy = queue
+            .list()
+            .await
+            .map(|jobs| {
+                jobs.iter()
+                    .filter(|j| {
+                        matches!(
+                            j.state,
+                            strata_batch::jobs::JobState::Queued
+                                | strata_batch::jobs::JobState::Running
+                        )
+                    })
+                    .count()
+            })
+            .unwrap_or(usize::MAX);
+        say(
+            started,
+            &format!("batch layer: {dirty} dirty closed hours, {busy} jobs pending"),
+        );
+        if dirty == 0 && busy == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("{}", p.logs());
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let first = want_1h.keys().map(|(_, h)| *h).min().unwrap_or(now);
     let mut merged = BTreeMap::new();
     for m in &names {
