@@ -70,7 +70,19 @@ impl Engine {
     /// Re-reads the batch views if a recompute committed; a failure is kept as a warning for
     /// the queries that follow (the last good views stay in use).
     pub async fn refresh_batch(&self) -> bool {
-        // Load into a copy-free swap: the refresh holds the write lock only while it runs.
+        // Most refreshes find nothing new: look without blocking the queries that read the view.
+        match BatchView::latest_version(&self.cfg).await {
+            Ok(v) if v == self.batch.read().await.version() => {
+                *self.batch_problem.write().await = None;
+                return false;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the batch views");
+                *self.batch_problem.write().await = Some(e.to_string());
+                return false;
+            }
+        }
         let mut view = self.batch.write().await;
         match view.refresh(&self.cfg).await {
             Ok(changed) => {

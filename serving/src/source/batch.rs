@@ -131,6 +131,21 @@ impl BatchView {
             .collect()
     }
 
+    /// The `rollup_1h` version the view reflects (`None` before the first load).
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// The newest `rollup_1h` version in the lake (`None` while the table does not exist).
+    pub async fn latest_version(cfg: &Config) -> Result<Option<u64>, BatchError> {
+        let mut hour = open_table(cfg, Tier::Hour.table()).await?;
+        match hour.load().await {
+            Ok(()) => Ok(hour.version()),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Brings the view up to the lake's newest recompute. Returns whether anything changed.
     pub async fn refresh(&mut self, cfg: &Config) -> Result<bool, BatchError> {
         let mut hour = open_table(cfg, Tier::Hour.table()).await?;
