@@ -56,10 +56,20 @@ impl DeadLetters {
     /// A producer for `kafka.dlq_topic`.
     pub fn new(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<Self> {
         Ok(Self {
-            producer: std::sync::RwLock::new(kafka::producer_config(cfg).create()?),
+            producer: std::sync::RwLock::new(Self::producer(cfg)?),
             cfg: cfg.clone(),
             topic: cfg.dlq_topic.clone(),
         })
+    }
+
+    /// The dead-letter producer: acks from all replicas, but not idempotent — dead letters are
+    /// at-least-once anyway (a batch's offsets are written after its dead letters are
+    /// acknowledged), and an idempotent producer stalls or turns fatal when the broker restarts
+    /// without its producer state, which would stop the consumer behind it.
+    fn producer(cfg: &KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
+        kafka::producer_config(cfg)
+            .set("enable.idempotence", "false")
+            .create()
     }
 
     /// Queues the refused message `m`; the future resolves when the broker has it.
@@ -99,7 +109,7 @@ impl DeadLetters {
                         // without its producer state: start a new one; the dead letters whose
                         // delivery fails with the old one are sent again by the caller.
                         tracing::warn!(error = %e, "dead-letter producer failed fatally; recreating it");
-                        match kafka::producer_config(&self.cfg).create() {
+                        match Self::producer(&self.cfg) {
                             Ok(p) => *self.producer.write().expect("not poisoned") = p,
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot recreate the dead-letter producer");

@@ -90,7 +90,14 @@ async fn main() -> Result<()> {
         seed: 7,
         ..Spec::default()
     };
-    let kafka = p.cfg.kafka.clone();
+    // The load generator's producer without idempotence: an idempotent producer whose broker
+    // restarts without its producer state can stall or turn fatal (tansu keeps none), and the
+    // stream must go on. Retries may then write a message twice; the ground truth below is what
+    // the broker holds, and Strata removes duplicates by event_id anyway.
+    let mut kafka = p.cfg.kafka.clone();
+    kafka
+        .producer_options
+        .insert("enable.idempotence".into(), "false".into());
     let producer = std::thread::spawn(move || {
         let run = Run {
             kafka: &kafka,
