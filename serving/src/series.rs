@@ -120,6 +120,16 @@ pub fn readings(name: &str) -> Vec<(String, Stat)> {
     out
 }
 
+/// The series id behind an exposed series of `metric`: its labels minus `__name__` and
+/// `quantile`, `source` apart, as `strata_shared::series` identifies series.
+pub fn series_id_of(metric: &str, labels: &Labels) -> u64 {
+    let mut tags = labels.clone();
+    let source = tags.remove("source").unwrap_or_default();
+    tags.remove("__name__");
+    tags.remove("quantile");
+    strata_shared::series::series_id(metric, &source, &tags)
+}
+
 /// The label value of quantile `i` of [`QUANTILES`].
 pub fn quantile_label(i: usize) -> String {
     format!("{}", QUANTILES[i])
@@ -140,6 +150,24 @@ mod tests {
         }
         assert_eq!(quantile_label(0), "0.5");
         assert_eq!(quantile_label(3), "0.99");
+    }
+
+    #[test]
+    fn exposed_labels_lead_back_to_the_series() {
+        let s = SeriesInfo {
+            metric: "m".into(),
+            series_id: strata_shared::series::series_id(
+                "m",
+                "api",
+                &BTreeMap::from([("region".into(), "eu".into())]),
+            ),
+            source: "api".into(),
+            tags: BTreeMap::from([("region".into(), "eu".into())]),
+        };
+        let mut exposed = s.labels();
+        exposed.insert("__name__".into(), "m".into());
+        exposed.insert("quantile".into(), "0.99".into());
+        assert_eq!(series_id_of("m", &exposed), s.series_id);
     }
 
     #[test]

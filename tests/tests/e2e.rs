@@ -12,6 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Message as _;
+use strata_serving::series::series_id_of as series_id;
 use strata_shared::codec::{encode, Encoding};
 use strata_shared::gen::produce::{produce, Run};
 use strata_shared::gen::truth::{hour_start, Truth};
@@ -66,14 +67,6 @@ async fn range(
             (labels, points)
         })
         .collect()
-}
-
-fn series_id(metric: &str, labels: &BTreeMap<String, String>) -> u64 {
-    let mut tags = labels.clone();
-    let source = tags.remove("source").unwrap_or_default();
-    tags.remove("quantile");
-    tags.remove("__name__");
-    strata_shared::series::series_id(metric, &source, &tags)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -181,30 +181,31 @@ pub async fn recompute_with_progress(
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
         // Another recompute may commit to the same table first (overlapping jobs): ours then
         // loses the race with a commit conflict and is simply run again on the newer table.
+        progress(Phase::Query(tier));
+        let t = std::time::Instant::now();
+        let df = ctx.sql(&tier_sql(tier)).await?;
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let mut stats: Vec<RecordBatch> = df.collect().await?;
+        stats.retain(|b| b.num_rows() > 0);
+        if stats.is_empty() {
+            // An empty range still replaces what was there, and records its coverage.
+            stats.push(RecordBatch::new_empty(schema));
+        }
+        let stats_took = t.elapsed();
+        let sketches: Vec<RecordBatch> = ctx.sql(&sketch_sql(tier)).await?.collect().await?;
+        let batches = sketch_columns::attach(stats, &sketches)?;
+        rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
+        let sketch_took = t.elapsed() - stats_took;
+        progress(Phase::Commit(tier));
+        let t = std::time::Instant::now();
+        // Another recompute may commit to the same table first (overlapping jobs): ours then
+        // loses the race with a commit conflict and commits again on the newer table version
+        // (the rows, computed from this archive version, stay the same).
         let mut attempt = 0;
-        let (mut stats_took, mut sketch_took, mut commit_took);
         loop {
             attempt += 1;
-            progress(Phase::Query(tier));
-            let t = std::time::Instant::now();
-            let df = ctx.sql(&tier_sql(tier)).await?;
-            let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-            let mut stats: Vec<RecordBatch> = df.collect().await?;
-            stats.retain(|b| b.num_rows() > 0);
-            if stats.is_empty() {
-                // An empty range still replaces what was there, and records its coverage.
-                stats.push(RecordBatch::new_empty(schema));
-            }
-            stats_took = t.elapsed();
-            let sketches: Vec<RecordBatch> = ctx.sql(&sketch_sql(tier)).await?.collect().await?;
-            let batches = sketch_columns::attach(stats, &sketches)?;
-            rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
-            sketch_took = t.elapsed() - stats_took;
-            progress(Phase::Commit(tier));
-            let t = std::time::Instant::now();
             let committed =
-                replace_range(cfg, tier, from_ms, to_ms, archive_version, batches).await;
-            commit_took = t.elapsed();
+                replace_range(cfg, tier, from_ms, to_ms, archive_version, batches.clone()).await;
             match committed {
                 Err(RecomputeError::Lake(DeltaTableError::Transaction { source }))
                     if attempt < MAX_ATTEMPTS
@@ -219,6 +220,7 @@ pub async fn recompute_with_progress(
                 other => break other?,
             }
         }
+        let commit_took = t.elapsed();
         tracing::info!(
             table = tier.table(),
             rows = rows[i],

@@ -8,6 +8,7 @@
 //! samples; a few math functions, `time()`, `vector()`, `scalar()`. Anything else is refused
 //! with [`EvalError::BadData`] naming the construct.
 
+mod functions;
 mod ops;
 mod select;
 

@@ -303,11 +303,5 @@ fn url_encode(params: &[(&str, &str)]) -> String {
         .finish()
 }
 
-/// The series id of an exposed series' labels (tags + source) of `metric`.
-pub fn series_id(metric: &str, labels: &BTreeMap<String, String>) -> u64 {
-    let mut tags = labels.clone();
-    let source = tags.remove("source").unwrap_or_default();
-    tags.remove("__name__");
-    tags.remove("quantile");
-    strata_shared::series::series_id(metric, &source, &tags)
-}
+#[allow(unused_imports)]
+pub use strata_serving::series::series_id_of as series_id;

@@ -294,10 +294,7 @@ async fn main() -> Result<()> {
             .await?;
         for s in body["data"]["result"].as_array().context("a matrix")? {
             let labels: BTreeMap<String, String> = serde_json::from_value(s["metric"].clone())?;
-            let mut tags = labels.clone();
-            let source = tags.remove("source").unwrap_or_default();
-            tags.remove("__name__");
-            let sid = strata_shared::series::series_id(m, &source, &tags);
+            let sid = strata_serving::series::series_id_of(m, &labels);
             for pt in s["values"].as_array().context("values")? {
                 let t = (pt[0].as_f64().unwrap_or(0.0) * 1000.0) as i64;
                 let v: f64 = pt[1].as_str().unwrap_or("0").parse()?;
