@@ -347,7 +347,7 @@ impl Pipeline {
         loop {
             let res = self.rt.block_on(async {
                 Ok::<_, clickhouse::error::Error>((
-                    self.writer.stored_offsets().await?,
+                    self.writer.settled_offsets().await?,
                     self.writer.admitted_series().await?,
                 ))
             });

@@ -9,6 +9,11 @@
 //! - When an attempt fails, its outcome may be unknown (the server may have committed the part
 //!   before the connection broke). Before trying again the writer reads the markers: if they
 //!   already reach the batch's offsets, the batch is in and is not written twice.
+//! - An insert whose client is gone (timed out, or the process was SIGKILLed) can still be running
+//!   in ClickHouse, and commit after the markers were read. So every insert carries a query id
+//!   naming its database and topic, and before markers are trusted — on a retry, on a partition
+//!   assignment — the writer waits until the inserts of this topic that ClickHouse is still running
+//!   have finished ([`RollupWriter::wait_for_inflight`]); only then do the markers say everything.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +29,8 @@ use crate::rollup::{Batch, IngestRow};
 
 /// How many times a permanent error is retried before giving up.
 const PERMANENT_ATTEMPTS: u32 = 5;
+/// How often [`RollupWriter::wait_for_inflight`] looks at `system.processes`.
+const INFLIGHT_POLL: Duration = Duration::from_millis(100);
 
 /// Why a batch was not written.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,8 @@ pub enum WriteError {
 /// Writes batches of one topic to ClickHouse.
 pub struct RollupWriter {
     client: Client,
+    /// Bound to no database: `system.processes` and `KILL QUERY`.
+    server: Client,
     cfg: ClickHouseConfig,
     topic: String,
     max_backoff: Duration,
@@ -56,6 +65,11 @@ pub struct RollupWriter {
 struct Marker {
     partition: i32,
     offset: i64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Running {
+    query_id: String,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -74,24 +88,93 @@ impl RollupWriter {
     pub fn new(cfg: &ClickHouseConfig, topic: &str, max_backoff: Duration) -> Self {
         Self {
             client: strata_shared::clickhouse::client(cfg),
+            server: strata_shared::clickhouse::server_client(cfg),
             cfg: cfg.clone(),
             topic: topic.to_owned(),
             max_backoff,
         }
     }
 
+    /// The start of every query id this writer gives its inserts: database and topic, so
+    /// writers of other topics or databases are never waited for.
+    pub fn query_id_prefix(&self) -> String {
+        format!("strata-speed/{}/{}/", self.cfg.database, self.topic)
+    }
+
     /// One insert attempt.
     pub async fn insert_once(&self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
         let timeout = Some(self.cfg.request_timeout);
+        let query_id = format!(
+            "{}{}",
+            self.query_id_prefix(),
+            uuid::Uuid::new_v4().simple()
+        );
         let mut insert = self
             .client
             .insert::<IngestRow<'_>>(INGEST_TABLE)
             .await?
+            .with_setting("query_id", query_id)
             .with_timeouts(timeout, timeout);
         for row in batch.ingest_rows(&self.topic, today()) {
             insert.write(&row).await?;
         }
         insert.end().await
+    }
+
+    /// Query ids of this topic's inserts that ClickHouse is running now.
+    async fn running_inserts(&self) -> Result<Vec<String>, clickhouse::error::Error> {
+        let rows: Vec<Running> = self
+            .server
+            .query("SELECT query_id FROM system.processes WHERE position(query_id, ?) = 1")
+            .bind(self.query_id_prefix())
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(|r| r.query_id).collect())
+    }
+
+    /// Waits until every insert of this topic that ClickHouse is running now has finished —
+    /// committed or failed — so that the markers read afterwards are final. Inserts that started
+    /// later belong to live writers of other partitions and are not waited for. One still
+    /// running after `max_wait` is killed (an insert is one part: it lands whole or not at all).
+    pub async fn wait_for_inflight(
+        &self,
+        max_wait: Duration,
+    ) -> Result<(), clickhouse::error::Error> {
+        let waiting = self.running_inserts().await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            inserts = waiting.len(),
+            "waiting for inserts ClickHouse is still running before reading the offsets"
+        );
+        let deadline = Instant::now() + max_wait;
+        loop {
+            let running = self.running_inserts().await?;
+            let left: Vec<&String> = waiting.iter().filter(|q| running.contains(q)).collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                for q in left {
+                    tracing::warn!(query_id = %q, "insert still running after {max_wait:?}; killing it");
+                    self.server
+                        .query("KILL QUERY WHERE query_id = ? SYNC")
+                        .bind(q.as_str())
+                        .execute()
+                        .await?;
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(INFLIGHT_POLL).await;
+        }
+    }
+
+    /// The last offset ClickHouse holds per partition of the topic, once no insert of the topic
+    /// that was running when asked can still land ([`Self::wait_for_inflight`]).
+    pub async fn settled_offsets(&self) -> Result<BTreeMap<i32, i64>, clickhouse::error::Error> {
+        self.wait_for_inflight(self.cfg.request_timeout).await?;
+        self.stored_offsets().await
     }
 
     /// The last offset ClickHouse holds per partition of the topic.
@@ -168,7 +251,7 @@ impl RollupWriter {
                 if abandon.load(Ordering::SeqCst) {
                     return Err(WriteError::Abandoned);
                 }
-                match self.stored_offsets().await {
+                match self.settled_offsets().await {
                     Ok(stored) if already_written(batch, &stored) => {
                         tracing::info!("the failed insert had landed; not writing it again");
                         return Ok(started.elapsed());
