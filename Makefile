@@ -6,7 +6,7 @@ CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
 
-.PHONY: help setup build up down run stop status demo test e2e chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving
+.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -46,6 +46,9 @@ test: up ## start the stack, then build and run the whole test suite
 e2e: up ## only the end-to-end tests (the whole pipeline; part of make test)
 	$(CARGO) build --workspace
 	$(CARGO) test -p strata-tests
+
+fuzz: up ## schemathesis, the PromQL fuzz and the security tests against strata-serving (part of make test)
+	$(CARGO) test -p strata-serving --test schemathesis --test fuzz --test security
 
 chaos: up ## 2M events through the pipeline while everything fails; counts what was lost
 	$(CARGO) build --workspace --bins

@@ -64,6 +64,9 @@ struct State {
     batch: Batch,
     ready: VecDeque<Batch>,
     dedup: HashMap<i32, DedupWindow>,
+    /// The last offset this process handled per partition: with ClickHouse's marker, it tells
+    /// whether a partition's duplicate filter is still current when the partition comes back.
+    handled: HashMap<i32, i64>,
     warm_until: HashMap<i32, i64>,
     guard: CardinalityGuard,
     paused: bool,
@@ -109,6 +112,7 @@ impl Pipeline {
                 batch: Batch::default(),
                 ready: VecDeque::new(),
                 dedup: HashMap::new(),
+                handled: HashMap::new(),
                 warm_until: HashMap::new(),
                 guard,
                 paused: false,
@@ -128,6 +132,7 @@ impl Pipeline {
         let (p, o) = (m.partition(), m.offset());
         let mut st = self.state();
         let st = &mut *st;
+        st.handled.insert(p, o);
         if let Some(&until) = st.warm_until.get(&p) {
             if o <= until {
                 // Re-read only to rebuild the duplicate filter: already counted before the restart.
@@ -287,7 +292,8 @@ impl Pipeline {
         self.quiesce();
         let mut st = self.state();
         for p in partitions(tpl) {
-            st.dedup.remove(&p);
+            // The duplicate filter stays: if the partition comes back and ClickHouse's marker is
+            // still the last offset handled here, it is current and needs no warm-up.
             st.warm_until.remove(&p);
         }
         st.paused = false;
@@ -312,16 +318,32 @@ impl Pipeline {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect::<Vec<_>>()
         {
-            st.dedup
-                .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
             st.warm_until.remove(&p);
             let Some(&marker) = stored.get(&p) else {
+                st.dedup
+                    .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
+                st.handled.remove(&p);
                 tracing::info!(
                     partition = p,
                     "no offsets in ClickHouse; starting from the committed offset"
                 );
                 continue;
             };
+            if st.dedup.contains_key(&p) && st.handled.get(&p) == Some(&marker) {
+                // Nobody wrote this partition since this process did: its filter is current.
+                if let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(marker + 1)) {
+                    tracing::error!(partition = p, error = %e, "could not set the start offset");
+                }
+                tracing::info!(
+                    partition = p,
+                    resume_after = marker,
+                    "assigned again; duplicate filter still current"
+                );
+                continue;
+            }
+            st.dedup
+                .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
+            st.handled.remove(&p);
             let low = consumer
                 .fetch_watermarks(&topic, p, Duration::from_secs(5))
                 .map(|(l, _)| l)

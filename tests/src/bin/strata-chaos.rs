@@ -65,10 +65,6 @@ fn compare<K: Ord + Clone>(want: &BTreeMap<K, u64>, got: &BTreeMap<K, u64>) -> (
 const SERVICE_ENV: &[(&str, &str)] = &[
     ("STRATA__BATCH__SCHEDULE_CLOSED_HOURS", "6"),
     ("STRATA__SPEED__MAX_RETRY_BACKOFF", "2s"),
-    // The generator repeats an event within 1,024 messages of the first copy; a window of 10,000
-    // offsets per partition catches every repeat and keeps each restart's warm-up re-read small
-    // (12 × 10,000 messages instead of 12 × 100,000, read from S3 through tansu).
-    ("STRATA__SPEED__DEDUP_WINDOW", "10000"),
 ];
 
 #[tokio::main]
@@ -233,6 +229,15 @@ async fn main() -> Result<()> {
         started,
         &format!("ClickHouse rollups: lost {ch_lost}, duplicated {ch_dup}"),
     );
+    for ((series, minute), w) in want_1m.iter().filter(|(k, w)| ch_1m.get(k) != Some(w)).take(10) {
+        say(
+            started,
+            &format!(
+                "  series {series} minute {minute}: want {w}, ClickHouse {}",
+                ch_1m.get(&(*series, *minute)).copied().unwrap_or(0)
+            ),
+        );
+    }
 
     // The archive: each valid message once (duplicates are separate messages).
     let archive_got = archive_ids(&p).await?;
@@ -312,6 +317,17 @@ async fn main() -> Result<()> {
         started,
         &format!("merged answers: lost {mg_lost}, duplicated {mg_dup}"),
     );
+
+    // Keep the services' logs for a look afterwards.
+    let kept = repo.join("target/chaos").join(&id);
+    std::fs::create_dir_all(&kept)?;
+    for entry in std::fs::read_dir(p.dir.path())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            std::fs::copy(&path, kept.join(path.file_name().unwrap_or_default()))?;
+        }
+    }
+    say(started, &format!("service logs kept in {}", kept.display()));
 
     let lost = ch_lost + ar_lost + mg_lost;
     let duplicated = ch_dup + ar_dup + mg_dup;
