@@ -1,10 +1,11 @@
 //! A batch: the events consumed since the last write, pre-aggregated per (series, minute), plus
 //! the last offset it covers per Kafka partition.
 //!
-//! One batch becomes one ClickHouse insert (see `sql/clickhouse/001_speed_rollup_1m.sql`): one row
-//! per (series, minute) with count, sum, min, max and the values (ClickHouse folds them into a
-//! t-digest), and one offset-marker row per partition. The marker covers every message up to that
-//! offset — counted, duplicate or dead-lettered alike.
+//! One batch becomes one ClickHouse insert of one row (see
+//! `sql/clickhouse/002_speed_ingest_batch.sql`): arrays with one element per (series, minute) —
+//! count, sum, min, max and the values (ClickHouse folds them into a t-digest) — then one
+//! offset marker per partition. The marker covers every message up to that offset — counted,
+//! duplicate or dead-lettered alike.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,22 +42,74 @@ pub struct Cell {
     pub values: Vec<f64>,
 }
 
-/// The row shape of `speed_ingest` (RowBinary, column order of the table).
-#[derive(Debug, clickhouse::Row, Serialize)]
-pub struct IngestRow<'a> {
-    metric_name: &'a str,
-    series_id: u64,
-    minute: u32,
-    source: &'a str,
-    tag_keys: &'a [String],
-    tag_values: &'a [String],
-    ingest_day: u16,
-    cnt: u64,
-    total: f64,
-    mn: f64,
-    mx: f64,
-    vals: &'a [f64],
-    kafka_offset: i64,
+/// The one row a batch is inserted as, into `speed_ingest_batch` (RowBinary, column order of
+/// the table): element `i` of every array is rollup row `i`.
+#[derive(Debug, Default, clickhouse::Row, Serialize)]
+pub struct IngestBatch<'a> {
+    /// Day of the insert (the rollup table's partition key), days since 1970-01-01.
+    pub ingest_day: u16,
+    /// Metric name per row ('' for an offset marker).
+    pub metric_names: Vec<&'a str>,
+    /// Series id per row (the Kafka partition for a marker).
+    pub series_ids: Vec<u64>,
+    /// Minute start per row, Unix seconds.
+    pub minutes: Vec<u32>,
+    /// Source per row (the topic for a marker).
+    pub sources: Vec<&'a str>,
+    /// Tag keys per row.
+    pub tag_keys_per_row: Vec<&'a [String]>,
+    /// Tag values per row.
+    pub tag_values_per_row: Vec<&'a [String]>,
+    /// Event count per row.
+    pub counts: Vec<u64>,
+    /// Sum of values per row.
+    pub totals: Vec<f64>,
+    /// Smallest value per row.
+    pub mins: Vec<f64>,
+    /// Largest value per row.
+    pub maxes: Vec<f64>,
+    /// Every value per row.
+    pub values_per_row: Vec<&'a [f64]>,
+    /// Last covered Kafka offset (markers) or -1 (rollups).
+    pub kafka_offsets: Vec<i64>,
+}
+
+impl<'a> IngestBatch<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        metric_name: &'a str,
+        series_id: u64,
+        minute: u32,
+        source: &'a str,
+        tags: (&'a [String], &'a [String]),
+        (cnt, total, mn, mx): (u64, f64, f64, f64),
+        vals: &'a [f64],
+        kafka_offset: i64,
+    ) {
+        self.metric_names.push(metric_name);
+        self.series_ids.push(series_id);
+        self.minutes.push(minute);
+        self.sources.push(source);
+        self.tag_keys_per_row.push(tags.0);
+        self.tag_values_per_row.push(tags.1);
+        self.counts.push(cnt);
+        self.totals.push(total);
+        self.mins.push(mn);
+        self.maxes.push(mx);
+        self.values_per_row.push(vals);
+        self.kafka_offsets.push(kafka_offset);
+    }
+
+    /// Rollup rows and markers in it.
+    pub fn len(&self) -> usize {
+        self.series_ids.len()
+    }
+
+    /// True when it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.series_ids.is_empty()
+    }
 }
 
 /// Events pending for one insert.
@@ -130,47 +183,40 @@ impl Batch {
         self.cells.get(&(id, minute))
     }
 
-    /// The insert's rows: data rows, then one offset marker per partition (`metric_name` '',
-    /// `series_id` = partition, `source` = topic, `kafka_offset` = last covered offset).
-    pub fn ingest_rows<'a>(
-        &'a self,
-        topic: &'a str,
-        ingest_day: u16,
-    ) -> impl Iterator<Item = IngestRow<'a>> + 'a {
-        let data = self.cells.iter().map(move |(&(id, minute), c)| {
-            let l = &self.labels[&id];
-            IngestRow {
-                metric_name: &l.metric_name,
-                series_id: id,
-                minute,
-                source: &l.source,
-                tag_keys: &l.tag_keys,
-                tag_values: &l.tag_values,
-                ingest_day,
-                cnt: c.count,
-                total: c.sum,
-                mn: c.min,
-                mx: c.max,
-                vals: &c.values,
-                kafka_offset: -1,
-            }
-        });
-        let markers = self.offsets.iter().map(move |(&p, &o)| IngestRow {
-            metric_name: "",
-            series_id: p as u64,
-            minute: 0,
-            source: topic,
-            tag_keys: &[],
-            tag_values: &[],
+    /// The insert's one row: the rollup rows, then one offset marker per partition
+    /// (`metric_name` '', `series_id` = partition, `source` = topic, `kafka_offset` = last covered
+    /// offset).
+    pub fn ingest_batch<'a>(&'a self, topic: &'a str, ingest_day: u16) -> IngestBatch<'a> {
+        let mut out = IngestBatch {
             ingest_day,
-            cnt: 0,
-            total: 0.0,
-            mn: 0.0,
-            mx: 0.0,
-            vals: &[],
-            kafka_offset: o,
-        });
-        data.chain(markers)
+            ..IngestBatch::default()
+        };
+        for (&(id, minute), c) in &self.cells {
+            let l = &self.labels[&id];
+            out.push(
+                &l.metric_name,
+                id,
+                minute,
+                &l.source,
+                (&l.tag_keys, &l.tag_values),
+                (c.count, c.sum, c.min, c.max),
+                &c.values,
+                -1,
+            );
+        }
+        for (&p, &o) in &self.offsets {
+            out.push(
+                "",
+                p as u64,
+                0,
+                topic,
+                (&[], &[]),
+                (0, 0.0, 0.0, 0.0),
+                &[],
+                o,
+            );
+        }
+        out
     }
 }
 
@@ -213,27 +259,49 @@ mod tests {
     }
 
     #[test]
-    fn rows_end_with_one_marker_per_partition() {
+    fn the_row_ends_with_one_marker_per_partition() {
         let mut b = Batch::default();
         b.add(9, 60_000, 1.0, || labels("m"));
+        b.add(9, 61_000, 3.0, || labels("m"));
         b.cover(5, 99);
-        let rows: Vec<_> = b.ingest_rows("topic", 20_000).collect();
-        assert_eq!(rows.len(), 2);
+        b.cover(2, 7);
+        let r = b.ingest_batch("topic", 20_000);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.ingest_day, 20_000);
         assert_eq!(
             (
-                rows[0].metric_name,
-                rows[0].series_id,
-                rows[0].minute,
-                rows[0].kafka_offset
+                r.metric_names[0],
+                r.series_ids[0],
+                r.minutes[0],
+                r.kafka_offsets[0]
             ),
             ("m", 9, 60, -1)
         );
-        let m = &rows[1];
         assert_eq!(
-            (m.metric_name, m.series_id, m.source, m.kafka_offset, m.cnt),
-            ("", 5, "topic", 99, 0)
+            (r.counts[0], r.totals[0], r.values_per_row[0]),
+            (2, 4.0, &[1.0, 3.0][..])
         );
-        assert!(rows.iter().all(|r| r.ingest_day == 20_000));
+        assert_eq!(r.metric_names[1..], ["", ""]);
+        assert_eq!(r.series_ids[1..], [2, 5]);
+        assert_eq!(r.kafka_offsets[1..], [7, 99]);
+        assert_eq!(r.sources[1..], ["topic", "topic"]);
+        assert_eq!(r.counts[1..], [0, 0]);
+        // Every column has one element per row: ClickHouse's ARRAY JOIN needs equal lengths.
+        let lens = [
+            r.metric_names.len(),
+            r.series_ids.len(),
+            r.minutes.len(),
+            r.sources.len(),
+            r.tag_keys_per_row.len(),
+            r.tag_values_per_row.len(),
+            r.counts.len(),
+            r.totals.len(),
+            r.mins.len(),
+            r.maxes.len(),
+            r.values_per_row.len(),
+            r.kafka_offsets.len(),
+        ];
+        assert!(lens.iter().all(|&n| n == 3), "{lens:?}");
     }
 
     #[test]

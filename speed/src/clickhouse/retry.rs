@@ -133,7 +133,7 @@ mod tests {
         );
         assert_eq!(
             classify(&E::BadResponse(
-                "Code: 60. Table strata.speed_ingest doesn't exist".into()
+                "Code: 60. Table strata.speed_ingest_batch doesn't exist".into()
             )),
             Verdict::Migrate
         );

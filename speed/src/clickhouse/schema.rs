@@ -5,15 +5,21 @@ use strata_shared::clickhouse::{ensure_database, quote_identifier, server_client
 use strata_shared::config::ClickHouseConfig;
 
 /// The migration files, compiled in: (name, SQL).
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "001_speed_rollup_1m.sql",
-    include_str!("../../../sql/clickhouse/001_speed_rollup_1m.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "001_speed_rollup_1m.sql",
+        include_str!("../../../sql/clickhouse/001_speed_rollup_1m.sql"),
+    ),
+    (
+        "002_speed_ingest_batch.sql",
+        include_str!("../../../sql/clickhouse/002_speed_ingest_batch.sql"),
+    ),
+];
 
 /// The rollup table's name.
 pub const ROLLUP_TABLE: &str = "speed_rollup_1m";
-/// The insert target's name.
-pub const INGEST_TABLE: &str = "speed_ingest";
+/// The insert target's name: one row per batch.
+pub const INGEST_TABLE: &str = "speed_ingest_batch";
 
 /// The statements of one migration file for database `db`: comments dropped, split on `;`.
 pub fn statements(sql: &str, db: &str) -> Vec<String> {
@@ -57,8 +63,12 @@ mod tests {
     #[test]
     fn statements_are_split_and_templated() {
         let stmts = statements(MIGRATIONS[0].1, "strata");
-        assert_eq!(stmts.len(), 3);
-        assert!(stmts.iter().all(|s| s.contains("IF NOT EXISTS `strata`.")));
+        assert_eq!(stmts.len(), 1);
+        let stmts = statements(MIGRATIONS[1].1, "strata");
+        assert_eq!(stmts.len(), 4);
+        assert!(stmts
+            .iter()
+            .all(|s| s.contains("IF EXISTS `strata`.") || s.contains("IF NOT EXISTS `strata`.")));
         assert!(stmts
             .iter()
             .all(|s| !s.contains("{db}") && !s.contains("--")));

@@ -1,9 +1,11 @@
 //! Writes a [`Batch`] to ClickHouse as one insert, and reads back what is already there.
 //!
 //! ## Why a batch is written exactly once
-//! - One batch is one `INSERT` into `speed_ingest`, well under ClickHouse's block size, so the
-//!   materialized view turns it into one part of `speed_rollup_1m` (the partition key, the
-//!   ingest day, is constant within the insert). A part appears whole or not at all.
+//! - One batch is one `INSERT` of one row into `speed_ingest_batch` (arrays, one element per
+//!   rollup row), which the materialized view unfolds into one part of `speed_rollup_1m` (the
+//!   partition key, the ingest day, is constant within the row). A part appears whole or not at
+//!   all — and a body cut short (the client killed mid-request) is an unparsable row, not a
+//!   committed prefix: ClickHouse commits whatever rows it parsed when a body ends early.
 //! - The same insert holds the batch's offset markers. What ClickHouse holds therefore always
 //!   says which Kafka offsets it holds: after a crash, the consumer resumes right after them.
 //! - When an attempt fails, its outcome may be unknown (the server may have committed the part
@@ -25,7 +27,7 @@ use strata_shared::config::ClickHouseConfig;
 
 use super::retry::{classify, Backoff, Verdict};
 use super::schema::{migrate, INGEST_TABLE, ROLLUP_TABLE};
-use crate::rollup::{Batch, IngestRow};
+use crate::rollup::{Batch, IngestBatch};
 
 /// How many times a permanent error is retried before giving up.
 const PERMANENT_ATTEMPTS: u32 = 5;
@@ -111,13 +113,13 @@ impl RollupWriter {
         );
         let mut insert = self
             .client
-            .insert::<IngestRow<'_>>(INGEST_TABLE)
+            .insert::<IngestBatch<'_>>(INGEST_TABLE)
             .await?
             .with_setting("query_id", query_id)
             .with_timeouts(timeout, timeout);
-        for row in batch.ingest_rows(&self.topic, today()) {
-            insert.write(&row).await?;
-        }
+        insert
+            .write(&batch.ingest_batch(&self.topic, today()))
+            .await?;
         insert.end().await
     }
 

@@ -5,7 +5,7 @@
 //!
 //! The ground truth is what the broker holds afterwards (the topic read back): the producer may
 //! see some sends fail while the broker or its storage is down, and those never reach Strata.
-//! Knobs: CHAOS_EVENTS (2,000,000), CHAOS_RATE (events/s, 15,000). Last line:
+//! Knobs: CHAOS_EVENTS (2,000,000), CHAOS_RATE (events/s, 10,000). Last line:
 //! `chaos: events=N kills=N lost=N duplicated=N exact=BOOL`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +18,7 @@ use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
 use strata_shared::gen::produce::{produce, Run};
 use strata_shared::gen::truth::hour_start;
 use strata_shared::gen::{metric_name, Format, Spec};
-use strata_shared::testkit::{env_u64, stack};
+use strata_shared::testkit::{env_u64, scrape, stack};
 use strata_tests::{root, Pipeline};
 
 const H: i64 = 3_600_000;
@@ -70,7 +70,7 @@ const SERVICE_ENV: &[(&str, &str)] = &[
 #[tokio::main]
 async fn main() -> Result<()> {
     let events = env_u64("CHAOS_EVENTS", 2_000_000);
-    let rate = env_u64("CHAOS_RATE", 15_000) as f64;
+    let rate = env_u64("CHAOS_RATE", 10_000) as f64;
     let started = Instant::now();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut p =
@@ -116,12 +116,25 @@ async fn main() -> Result<()> {
 
     // The faults, one after another while the stream runs.
     let mut kills = 0;
-    for service in ["speed", "archive"] {
+    let mut jitter: u64 = 11;
+    for (service, port, written) in [
+        ("speed", p.ports[0], "strata_speed_events_inserted_total"),
+        ("archive", p.ports[1], "strata_archive_commits_total"),
+    ] {
         for _ in 0..5 {
-            tokio::time::sleep(Duration::from_secs(4)).await;
+            // Kill an instance only once it is writing (it has its partitions and has committed
+            // something), then at a pseudo-random instant — a kill during start-up tests little.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while scrape(port, written).unwrap_or(0.0) == 0.0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            jitter = jitter
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            tokio::time::sleep(Duration::from_millis(200 + (jitter >> 33) % 1500)).await;
             p.kill(service);
             kills += 1;
-            say(started, &format!("SIGKILL {service}"));
+            say(started, &format!("SIGKILL {service} (it was writing)"));
             let args: &[&str] = if service == "speed" {
                 &["strata-speed", "run"]
             } else {
@@ -229,7 +242,11 @@ async fn main() -> Result<()> {
         started,
         &format!("ClickHouse rollups: lost {ch_lost}, duplicated {ch_dup}"),
     );
-    for ((series, minute), w) in want_1m.iter().filter(|(k, w)| ch_1m.get(k) != Some(w)).take(10) {
+    for ((series, minute), w) in want_1m
+        .iter()
+        .filter(|(k, w)| ch_1m.get(k) != Some(w))
+        .take(10)
+    {
         say(
             started,
             &format!(
