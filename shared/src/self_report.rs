@@ -85,8 +85,14 @@ pub fn spawn(telemetry: &Telemetry, cfg: &Config, service: &str) {
     if every.is_zero() {
         return;
     }
+    // Not idempotent: a broker that restarts without its producer state fences an idempotent
+    // producer for good (tansu does), and samples would stop. A retried sample keeps its
+    // event_id, so the speed layer drops the copy.
     let producer: ThreadedProducer<DefaultProducerContext> =
-        match crate::kafka::producer_config(&cfg.kafka).create() {
+        match crate::kafka::producer_config(&cfg.kafka)
+            .set("enable.idempotence", "false")
+            .create()
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "self-report disabled: cannot create a producer");
