@@ -1,6 +1,6 @@
-//! `make chaos`: one long stream through the whole pipeline while everything fails — strata-speed
-//! and the archiver SIGKILLed five times each, ClickHouse stopped for 30 s, the S3 server stopped
-//! for 30 s, the broker restarted — then a count of what was lost or counted twice in each place:
+//! `make chaos`: one long stream through the whole pipeline while everything fails — the broker
+//! restarted, strata-speed and the archiver SIGKILLed five times each while writing, ClickHouse
+//! stopped for 30 s, the S3 server stopped for 30 s — then a count of what was lost or counted twice in each place:
 //! ClickHouse's rollups, the Delta archive (on S3) and the merged answers of strata-serving.
 //!
 //! The ground truth is what the broker holds afterwards (the topic read back): the producer may
@@ -114,7 +114,21 @@ async fn main() -> Result<()> {
         produce(&run, spec, None)
     });
 
-    // The faults, one after another while the stream runs.
+    // The faults, one after another while the stream runs. The broker restart comes first, once
+    // both consumers are writing: tansu serves reads from S3 object by object after a restart,
+    // so consumers far behind at that moment would need tens of minutes to catch up.
+    let repo = root();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (scrape(p.ports[0], "strata_speed_events_inserted_total").unwrap_or(0.0) == 0.0
+        || scrape(p.ports[1], "strata_archive_commits_total").unwrap_or(0.0) == 0.0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    say(started, "restarting the broker");
+    stack(&repo, &["stop", "tansu"]);
+    stack(&repo, &["start", "tansu"]);
+    say(started, "broker back");
     let mut kills = 0;
     let mut jitter: u64 = 11;
     for (service, port, written) in [
@@ -143,7 +157,6 @@ async fn main() -> Result<()> {
             p.spawn(service, args, SERVICE_ENV)?;
         }
     }
-    let repo = root();
     for server in ["clickhouse", "seaweedfs"] {
         say(started, &format!("stopping {server} for 30 s"));
         stack(&repo, &["stop", server]);
@@ -151,10 +164,6 @@ async fn main() -> Result<()> {
         stack(&repo, &["start", server]);
         say(started, &format!("{server} back"));
     }
-    say(started, "restarting the broker");
-    stack(&repo, &["stop", "tansu"]);
-    stack(&repo, &["start", "tansu"]);
-    say(started, "broker back");
     let report = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the producer panicked"))?
