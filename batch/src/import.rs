@@ -126,12 +126,17 @@ pub async fn import(cfg: &Config, files: &[&Path], now_ms: i64) -> Result<Report
                 }
             }
         } else {
-            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(|e| err(&e))?;
-                if line.trim().is_empty() {
+            // Lines as bytes: a line that is not UTF-8 is a refused message (its reason says
+            // so), not the end of the import.
+            for (i, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
+                let mut line = line.map_err(|e| err(&e))?;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                match check_message(Some(line.as_bytes()), &cfg.validation, now_ms) {
+                match check_message(Some(&line), &cfg.validation, now_ms) {
                     Ok(d) => {
                         report.imported += 1;
                         sink.push(d.event).await?;

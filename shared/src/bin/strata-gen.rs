@@ -77,6 +77,10 @@ struct Args {
     /// Write the exact expected aggregates (JSON Lines) here.
     #[arg(long)]
     truth: Option<PathBuf>,
+    /// Write the messages to this file as JSON Lines (for `strata-batch import`) instead of
+    /// producing them; needs `--format json` and a finite `--events`.
+    #[arg(long)]
+    to_file: Option<PathBuf>,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -109,6 +113,9 @@ fn main() -> anyhow::Result<()> {
     if args.truth.is_some() && args.events == 0 {
         bail!("--truth needs a finite --events");
     }
+    if args.to_file.is_some() && (args.events == 0 || args.format != Format::Json) {
+        bail!("--to-file needs a finite --events and --format json");
+    }
     let spec = Spec {
         seed: args.seed,
         metrics: args.metrics,
@@ -126,7 +133,45 @@ fn main() -> anyhow::Result<()> {
         framed_ratio: args.framed,
         ..Spec::default()
     };
-    run(&args, &cfg.kafka, spec)
+    match &args.to_file {
+        Some(path) => to_file(&args, path, spec),
+        None => run(&args, &cfg.kafka, spec),
+    }
+}
+
+/// Writes the stream as JSON Lines: one message per line, exactly as it would be on the topic
+/// (a malformed message that spans lines is left out, so every line is one message).
+fn to_file(args: &Args, path: &std::path::Path, spec: Spec) -> anyhow::Result<()> {
+    use std::io::Write;
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(f);
+    let mut truth = args.truth.as_ref().map(|_| Truth::new(Some(spec.clone())));
+    let (mut written, mut skipped) = (0u64, 0u64);
+    for m in strata_shared::gen::Generator::new(spec).take(args.events as usize) {
+        if m.payload.contains(&b'\n') {
+            skipped += 1;
+            continue;
+        }
+        out.write_all(&m.payload)?;
+        out.write_all(b"\n")?;
+        if let Some(t) = truth.as_mut() {
+            t.record(&m);
+        }
+        written += 1;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    if let (Some(tpath), Some(t)) = (&args.truth, truth.as_mut()) {
+        let f = std::fs::File::create(tpath)
+            .with_context(|| format!("creating {}", tpath.display()))?;
+        t.write_jsonl(BufWriter::new(f))
+            .with_context(|| format!("writing {}", tpath.display()))?;
+    }
+    println!(
+        "strata-gen: wrote {written} messages to {} ({skipped} multi-line malformed ones left out)",
+        path.display()
+    );
+    Ok(())
 }
 
 fn run(args: &Args, kcfg: &config::KafkaConfig, spec: Spec) -> anyhow::Result<()> {
