@@ -90,6 +90,12 @@ async fn injection_through_every_user_supplied_string_reaches_no_clickhouse_sql(
                 asked += 1;
                 assert!(s < 500, "{path} {sel}: {s} {body}");
                 if s == 200 {
+                    // ClickHouse answered cleanly: a payload spliced into SQL would have made it
+                    // fail, and a failing layer shows as a warning, not as an error.
+                    assert!(
+                        body["warnings"].as_array().is_none_or(Vec::is_empty),
+                        "{path} {sel}: {body}"
+                    );
                     let data = &body["data"];
                     let empty = data.as_array().map(Vec::is_empty).unwrap_or(false)
                         || data["result"]

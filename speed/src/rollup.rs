@@ -187,9 +187,21 @@ impl Batch {
     /// (`metric_name` '', `series_id` = partition, `source` = topic, `kafka_offset` = last covered
     /// offset).
     pub fn ingest_batch<'a>(&'a self, topic: &'a str, ingest_day: u16) -> IngestBatch<'a> {
+        let n = self.rows();
         let mut out = IngestBatch {
             ingest_day,
-            ..IngestBatch::default()
+            metric_names: Vec::with_capacity(n),
+            series_ids: Vec::with_capacity(n),
+            minutes: Vec::with_capacity(n),
+            sources: Vec::with_capacity(n),
+            tag_keys_per_row: Vec::with_capacity(n),
+            tag_values_per_row: Vec::with_capacity(n),
+            counts: Vec::with_capacity(n),
+            totals: Vec::with_capacity(n),
+            mins: Vec::with_capacity(n),
+            maxes: Vec::with_capacity(n),
+            values_per_row: Vec::with_capacity(n),
+            kafka_offsets: Vec::with_capacity(n),
         };
         for (&(id, minute), c) in &self.cells {
             let l = &self.labels[&id];

@@ -106,12 +106,21 @@ fn send(
             }
             Err((e, _)) if producer.client().fatal_error().is_some() => {
                 tracing::warn!(error = %e, "the producer failed fatally; starting a new one");
-                *producer = kafka::producer_config(run.kafka)
-                    .create_with_context(Ctx(deliveries.clone()))?;
+                renew(producer, run, deliveries)?;
             }
             Err((e, _)) => return Err(e),
         }
     }
+}
+
+/// Replaces `producer` with a new one reporting to the same `deliveries`.
+fn renew(
+    producer: &mut ThreadedProducer<Ctx>,
+    run: &Run<'_>,
+    deliveries: &Arc<Deliveries>,
+) -> Result<(), KafkaError> {
+    *producer = kafka::producer_config(run.kafka).create_with_context(Ctx(deliveries.clone()))?;
+    Ok(())
 }
 
 /// Sends again every message whose delivery failed so far.
@@ -122,8 +131,7 @@ fn resend_failed(
 ) -> Result<usize, KafkaError> {
     if producer.client().fatal_error().is_some() {
         tracing::warn!("the producer failed fatally; starting a new one");
-        *producer =
-            kafka::producer_config(run.kafka).create_with_context(Ctx(deliveries.clone()))?;
+        renew(producer, run, deliveries)?;
     }
     let again = std::mem::take(&mut *deliveries.resend.lock().expect("not poisoned"));
     for (k, p) in &again {
