@@ -68,13 +68,32 @@ pub fn metrics_page(port: u16) -> Option<String> {
     Some(body)
 }
 
-/// One metric's value from a `/metrics` page (summed over its label sets); `None` if absent.
+/// One metric's value from a `/metrics` page, summed over the label sets that match; `None` if
+/// absent. `metric` is a name, optionally with labels that must be present:
+/// `strata_speed_inserts_total{result="retry"}` (the closing brace may be left off).
 pub fn scrape(port: u16, metric: &str) -> Option<f64> {
-    let body = metrics_page(port)?;
-    let values: Vec<f64> = body
+    sum_samples(&metrics_page(port)?, metric)
+}
+
+/// The sum of the samples of `metric` (as in [`scrape`]) on a Prometheus text page.
+pub fn sum_samples(page: &str, metric: &str) -> Option<f64> {
+    let (name, wanted) = match metric.split_once('{') {
+        Some((n, l)) => (n, l.trim_end_matches('}')),
+        None => (metric, ""),
+    };
+    let wanted: Vec<&str> = wanted.split(',').filter(|l| !l.is_empty()).collect();
+    let values: Vec<f64> = page
         .lines()
-        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let have: Vec<&str> = labels.split(',').collect();
+            (n == name && wanted.iter().all(|w| have.contains(w))).then(|| value.parse().ok())?
+        })
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
 }
@@ -128,5 +147,29 @@ impl CuttableProxy {
 impl Drop for CuttableProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum_samples;
+
+    const PAGE: &str = "# HELP a_total x\n# TYPE a_total counter\n\
+        a_total{result=\"ok\",service=\"speed\"} 3\n\
+        a_total{result=\"retry\",service=\"speed\"} 2\n\
+        a_total_more{result=\"ok\"} 100\n\
+        b 7\n";
+
+    #[test]
+    fn samples_are_picked_by_name_and_labels() {
+        assert_eq!(sum_samples(PAGE, "a_total"), Some(5.0));
+        assert_eq!(sum_samples(PAGE, "a_total{result=\"retry\""), Some(2.0));
+        assert_eq!(
+            sum_samples(PAGE, "a_total{service=\"speed\",result=\"ok\"}"),
+            Some(3.0)
+        );
+        assert_eq!(sum_samples(PAGE, "a_total{result=\"gone\"}"), None);
+        assert_eq!(sum_samples(PAGE, "b"), Some(7.0));
+        assert_eq!(sum_samples(PAGE, "a"), None);
     }
 }

@@ -323,44 +323,52 @@ impl Pipeline {
                 st.dedup
                     .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
                 st.handled.remove(&p);
+                self.metrics.assignments.with_label_values(&["fresh"]).inc();
                 tracing::info!(
                     partition = p,
                     "no offsets in ClickHouse; starting from the committed offset"
                 );
                 continue;
             };
-            if st.dedup.contains_key(&p) && st.handled.get(&p) == Some(&marker) {
+            let start = if st.dedup.contains_key(&p) && st.handled.get(&p) == Some(&marker) {
                 // Nobody wrote this partition since this process did: its filter is current.
-                if let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(marker + 1)) {
-                    tracing::error!(partition = p, error = %e, "could not set the start offset");
-                }
+                self.metrics
+                    .assignments
+                    .with_label_values(&["filter_kept"])
+                    .inc();
                 tracing::info!(
                     partition = p,
                     resume_after = marker,
                     "assigned again; duplicate filter still current"
                 );
-                continue;
-            }
-            st.dedup
-                .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
-            st.handled.remove(&p);
-            let low = consumer
-                .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                .map(|(l, _)| l)
-                .unwrap_or(0);
-            let start = (marker + 1 - window).max(low).max(0);
-            if start <= marker {
-                st.warm_until.insert(p, marker);
-            }
+                marker + 1
+            } else {
+                st.dedup
+                    .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
+                st.handled.remove(&p);
+                let low = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                    .map(|(l, _)| l)
+                    .unwrap_or(0);
+                let start = (marker + 1 - window).max(low).max(0);
+                if start <= marker {
+                    st.warm_until.insert(p, marker);
+                }
+                self.metrics
+                    .assignments
+                    .with_label_values(&["warm_up"])
+                    .inc();
+                tracing::info!(
+                    partition = p,
+                    resume_after = marker,
+                    warm_up_from = start,
+                    "assigned"
+                );
+                start
+            };
             if let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(start)) {
                 tracing::error!(partition = p, error = %e, "could not set the start offset");
             }
-            tracing::info!(
-                partition = p,
-                resume_after = marker,
-                warm_up_from = start,
-                "assigned"
-            );
         }
     }
 

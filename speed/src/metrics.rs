@@ -54,6 +54,10 @@ pub struct Metrics {
     pub paused: IntGauge,
     /// Partitions dropped by retention.
     pub partitions_dropped: IntCounter,
+    /// Partition assignments by how consumption starts: `fresh` (no offsets in ClickHouse),
+    /// `warm_up` (the duplicate filter is rebuilt by re-reading up to `dedup_window` offsets),
+    /// `filter_kept` (the partition came back and its filter is still current).
+    pub assignments: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,6 +131,13 @@ impl Metrics {
                 ),
                 &["table"],
             )?,
+            assignments: IntCounterVec::new(
+                Opts::new(
+                    "speed_partition_assignments_total",
+                    "Partition assignments by how consumption starts",
+                ),
+                &["start"],
+            )?,
             merges: IntGaugeVec::new(
                 Opts::new(
                     "speed_clickhouse_merges",
@@ -159,6 +170,7 @@ impl Metrics {
         registry.register(Box::new(m.pending_batches.clone()))?;
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.partitions_dropped.clone()))?;
+        registry.register(Box::new(m.assignments.clone()))?;
         for code in strata_shared::Reject::CODES {
             m.dead_letters.with_label_values(&[code]);
         }

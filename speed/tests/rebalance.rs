@@ -19,10 +19,23 @@ async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
     };
     let events = 100_000;
     let producer = env.produce_in_background(spec.clone(), events, 4_000.0);
-    let mut a = env.spawn_speed("a", &[]);
+    let a_port = free_port();
+    let mut a = env.spawn_speed_on("a", a_port, &[]);
     tokio::time::sleep(Duration::from_secs(7)).await;
     let mut b = env.spawn_speed("b", &[]);
     tokio::time::sleep(Duration::from_secs(9)).await;
+    // When b joined, every partition was revoked from a and some came back to it; a had written
+    // them last, so it kept their duplicate filters instead of re-reading the window.
+    let kept = scrape(
+        a_port,
+        "strata_speed_partition_assignments_total{start=\"filter_kept\"",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        kept > 0.0,
+        "partitions that came back to a kept their duplicate filter\n{}",
+        env.log("a")
+    );
     assert!(
         terminate(&mut a).success(),
         "the leaving instance flushes and exits cleanly"
