@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::series::{exposed_base, SeriesInfo};
 use crate::source::batch::{merge_ranges, BatchView};
 use crate::source::speed::SpeedSource;
-use crate::window::{Bucket, Layer};
+use crate::window::{Bucket, Layer, Need};
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -206,14 +206,15 @@ impl Engine {
     }
 
     /// Buckets for points `steps` (sorted) with windows `(t − range_ms, t]`: per minute when
-    /// `per_minute` (for range functions), else as coarse as the windows allow.
+    /// `per_minute` (for range functions), else as coarse as the windows allow; quantiles and
+    /// sketches only when `need` says so.
     pub async fn fetch(
         &self,
         series: &[Arc<SeriesInfo>],
         steps: &[i64],
-        step_ms: i64,
-        range_ms: i64,
+        (step_ms, range_ms): (i64, i64),
         per_minute: bool,
+        need: Need,
     ) -> Fetched {
         let mut fetched = Fetched::default();
         let (Some(&first), Some(&last)) = (steps.first(), steps.last()) else {
@@ -255,7 +256,7 @@ impl Engine {
         for s in series {
             let mut v = Vec::new();
             for (a, b) in &batch_ranges {
-                v.extend(view.buckets(tier, s.series_id, *a, *b));
+                v.extend(view.buckets(tier, s.series_id, (*a, *b), need));
             }
             per_series.insert(s.series_id, v);
         }
@@ -277,7 +278,7 @@ impl Engine {
             for (metric, ids) in by_metric {
                 match self
                     .speed
-                    .buckets(metric, &ids, &speed_ranges, grid_start, grid_step)
+                    .buckets(metric, &ids, &speed_ranges, (grid_start, grid_step), need)
                     .await
                 {
                     Ok(buckets) => {

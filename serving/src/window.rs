@@ -27,6 +27,17 @@ pub enum Layer {
     Speed,
 }
 
+/// What a query reads from its buckets. Quantiles cost most to produce (ClickHouse merges
+/// t-digest states, windows of several buckets merge sketches), so a query that shows none
+/// asks for [`Need::Totals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Count, sum, min and max (and what follows from them: the mean).
+    Totals,
+    /// Also the quantiles.
+    Quantiles,
+}
+
 /// One rollup bucket of one series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
@@ -70,8 +81,9 @@ impl Agg {
     }
 }
 
-/// Aggregates buckets into one window; `None` when there is nothing (no event) in it.
-pub fn aggregate(buckets: &[&Bucket]) -> Option<Agg> {
+/// Aggregates buckets into one window; `None` when there is nothing (no event) in it. With
+/// [`Need::Totals`] the quantiles are left NaN.
+pub fn aggregate(buckets: &[&Bucket], need: Need) -> Option<Agg> {
     let buckets: Vec<&&Bucket> = buckets.iter().filter(|b| b.count > 0).collect();
     let first = buckets.first()?;
     let mut agg = Agg {
@@ -79,7 +91,10 @@ pub fn aggregate(buckets: &[&Bucket]) -> Option<Agg> {
         sum: 0.0,
         min: f64::INFINITY,
         max: f64::NEG_INFINITY,
-        quantiles: first.quantiles,
+        quantiles: match need {
+            Need::Quantiles => first.quantiles,
+            Need::Totals => [f64::NAN; 4],
+        },
     };
     for b in &buckets {
         agg.count += b.count;
@@ -87,7 +102,7 @@ pub fn aggregate(buckets: &[&Bucket]) -> Option<Agg> {
         agg.min = agg.min.min(b.min);
         agg.max = agg.max.max(b.max);
     }
-    if buckets.len() > 1 {
+    if buckets.len() > 1 && need == Need::Quantiles {
         agg.quantiles = if buckets.iter().all(|b| b.sketch.is_some()) {
             let mut merged = Sketch::new();
             for b in &buckets {
@@ -241,7 +256,7 @@ mod tests {
     #[test]
     fn one_bucket_keeps_its_exact_quantiles() {
         let b = batch(60_000, &[1.0, 2.0, 3.0, 10.0]);
-        let a = aggregate(&[&b]).unwrap();
+        let a = aggregate(&[&b], Need::Quantiles).unwrap();
         assert_eq!(a.quantiles, b.quantiles);
         assert_eq!((a.count, a.sum, a.min, a.max), (4, 16.0, 1.0, 10.0));
         assert_eq!(a.avg(), 4.0);
@@ -262,7 +277,7 @@ mod tests {
             .map(|(m, v)| batch(m as i64 * 60_000, v))
             .collect();
         let refs: Vec<&Bucket> = buckets.iter().collect();
-        let a = aggregate(&refs).unwrap();
+        let a = aggregate(&refs, Need::Quantiles).unwrap();
         let mut all: Vec<f64> = vals.concat();
         all.sort_by(f64::total_cmp);
         assert_eq!(a.count, 1500);
@@ -278,10 +293,28 @@ mod tests {
     }
 
     #[test]
+    fn totals_alone_skip_the_quantiles_and_agree_on_the_rest() {
+        let buckets: Vec<Bucket> = (0..5)
+            .map(|m| batch(m * 60_000, &[f64::from(m as i32) + 1.0, 50.0, 7.5]))
+            .collect();
+        let refs: Vec<&Bucket> = buckets.iter().collect();
+        let full = aggregate(&refs, Need::Quantiles).unwrap();
+        let totals = aggregate(&refs, Need::Totals).unwrap();
+        assert_eq!(
+            (totals.count, totals.sum, totals.min, totals.max),
+            (full.count, full.sum, full.min, full.max)
+        );
+        assert!(full.quantiles.iter().all(|q| q.is_finite()));
+        assert!(totals.quantiles.iter().all(|q| q.is_nan()));
+        let one = aggregate(&refs[..1], Need::Totals).unwrap();
+        assert!(one.quantiles.iter().all(|q| q.is_nan()));
+    }
+
+    #[test]
     fn a_mixture_across_layers_stays_between_the_parts() {
         let low = batch(60_000, &(1..=100).map(f64::from).collect::<Vec<_>>());
         let high = speed(120_000, &(1001..=1100).map(f64::from).collect::<Vec<_>>());
-        let a = aggregate(&[&low, &high]).unwrap();
+        let a = aggregate(&[&low, &high], Need::Quantiles).unwrap();
         assert_eq!(a.count, 200);
         // Half the events are ≤ 100 and half ≥ 1001: the median lies between the two groups,
         // p90 inside the high group.
@@ -301,9 +334,9 @@ mod tests {
 
     #[test]
     fn empty_windows_have_no_point() {
-        assert_eq!(aggregate(&[]), None);
+        assert_eq!(aggregate(&[], Need::Quantiles), None);
         let mut b = batch(60_000, &[1.0]);
         b.count = 0;
-        assert_eq!(aggregate(&[&b]), None);
+        assert_eq!(aggregate(&[&b], Need::Quantiles), None);
     }
 }

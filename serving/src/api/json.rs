@@ -15,7 +15,7 @@ use super::response::{ApiError, ApiResult, ErrorType, Success};
 use crate::app::AppState;
 use crate::merge::Provenance;
 use crate::series::{exposed_base, SeriesInfo};
-use crate::window::{aggregate, windows, Agg, Bucket};
+use crate::window::{aggregate, windows, Agg, Bucket, Need};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -198,7 +198,15 @@ pub async fn timeseries(State(state): State<AppState>, p: Params) -> ApiResult<s
         ));
     }
     let steps: Vec<i64> = (0..points).map(|k| start + k * step).collect();
-    let fetched = state.engine.fetch(&series, &steps, step, step, false).await;
+    let need = if stats.iter().any(|s| matches!(s, JsonStat::Quantile(_))) {
+        Need::Quantiles
+    } else {
+        Need::Totals
+    };
+    let fetched = state
+        .engine
+        .fetch(&series, &steps, (step, step), false, need)
+        .await;
     warnings.extend(fetched.warnings);
     state.metrics.observe_merge(&fetched.provenance);
     // Group the buckets of all member series, then aggregate each window of each group: a
@@ -217,7 +225,7 @@ pub async fn timeseries(State(state): State<AppState>, p: Params) -> ApiResult<s
         buckets.sort_by_key(|b| b.end_ms);
         let aggs: Vec<Option<Agg>> = windows(&buckets, &steps, step)
             .iter()
-            .map(|w| aggregate(w))
+            .map(|w| aggregate(w, need))
             .collect();
         let mut points = Vec::new();
         for (t, a) in steps.iter().zip(&aggs) {

@@ -9,7 +9,7 @@ use promql_parser::parser::VectorSelector;
 
 use super::{EvalError, Evaluator, Series, Value};
 use crate::series::{exposed_name, quantile_label, readings, Labels, SeriesInfo, Stat};
-use crate::window::{aggregate, windows, Agg};
+use crate::window::{aggregate, windows, Agg, Need};
 
 /// One exposed series' labels, its statistic, and (minute end, value) in time order.
 pub type MinuteSeries = (Labels, Stat, Vec<(i64, f64)>);
@@ -156,9 +156,10 @@ impl Evaluator<'_> {
         let step = self.step_ms;
         let chosen = self.resolve(vs, step).await?;
         let stored: Vec<Arc<SeriesInfo>> = chosen.iter().map(|(s, _)| s.clone()).collect();
+        let need = need_of(&chosen);
         let fetched = self
             .engine
-            .fetch(&stored, &self.steps, step, step, false)
+            .fetch(&stored, &self.steps, (step, step), false, need)
             .await;
         self.warnings.extend(fetched.warnings);
         self.provenance.extend(fetched.provenance);
@@ -166,7 +167,7 @@ impl Evaluator<'_> {
         for ((_, exposed), (_, buckets)) in chosen.into_iter().zip(fetched.series) {
             let aggs: Vec<Option<Agg>> = windows(&buckets, &self.steps, step)
                 .iter()
-                .map(|w| aggregate(w))
+                .map(|w| aggregate(w, need))
                 .collect();
             for e in exposed {
                 let values = aggs
@@ -190,9 +191,10 @@ impl Evaluator<'_> {
     ) -> Result<Minutes, EvalError> {
         let chosen = self.resolve(vs, range_ms).await?;
         let stored: Vec<Arc<SeriesInfo>> = chosen.iter().map(|(s, _)| s.clone()).collect();
+        let need = need_of(&chosen);
         let fetched = self
             .engine
-            .fetch(&stored, &self.steps, self.step_ms, range_ms, true)
+            .fetch(&stored, &self.steps, (self.step_ms, range_ms), true, need)
             .await;
         self.warnings.extend(fetched.warnings);
         self.provenance.extend(fetched.provenance);
@@ -200,7 +202,7 @@ impl Evaluator<'_> {
         for ((_, exposed), (_, buckets)) in chosen.into_iter().zip(fetched.series) {
             let aggs: Vec<(i64, Agg)> = buckets
                 .iter()
-                .filter_map(|b| aggregate(&[b]).map(|a| (b.end_ms, a)))
+                .filter_map(|b| aggregate(&[b], need).map(|a| (b.end_ms, a)))
                 .collect();
             for e in exposed {
                 let samples = aggs
@@ -211,5 +213,17 @@ impl Evaluator<'_> {
             }
         }
         Ok(Minutes { series, range_ms })
+    }
+}
+
+/// Quantiles are fetched only when one of the chosen exposed series shows one.
+fn need_of(chosen: &[(Arc<SeriesInfo>, Vec<Exposed>)]) -> Need {
+    if chosen
+        .iter()
+        .any(|(_, e)| e.iter().any(|x| x.stat == Stat::Quantile))
+    {
+        Need::Quantiles
+    } else {
+        Need::Totals
     }
 }

@@ -21,7 +21,7 @@ use strata_shared::sketch::Sketch;
 use strata_shared::Config;
 
 use crate::series::SeriesInfo;
-use crate::window::{Bucket, Layer};
+use crate::window::{Bucket, Layer, Need};
 
 /// One stored rollup row.
 #[derive(Debug, Clone)]
@@ -111,8 +111,15 @@ impl BatchView {
             .collect()
     }
 
-    /// Buckets of one series from `tier` whose start lies in `[from_ms, to_ms)`.
-    pub fn buckets(&self, tier: Tier, series_id: u64, from_ms: i64, to_ms: i64) -> Vec<Bucket> {
+    /// Buckets of one series from `tier` whose start lies in `[from_ms, to_ms)`, with their
+    /// sketches when `need` asks for quantiles.
+    pub fn buckets(
+        &self,
+        tier: Tier,
+        series_id: u64,
+        (from_ms, to_ms): (i64, i64),
+        need: Need,
+    ) -> Vec<Bucket> {
         let i = tier_index(tier);
         let Some(rows) = self.tiers[i].by_series.get(&series_id) else {
             return Vec::new();
@@ -125,7 +132,7 @@ impl BatchView {
                 min: r.min,
                 max: r.max,
                 quantiles: r.quantiles,
-                sketch: Some(r.sketch.clone()),
+                sketch: (need == Need::Quantiles).then(|| r.sketch.clone()),
                 layer: Layer::Batch,
             })
             .collect()

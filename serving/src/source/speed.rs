@@ -10,7 +10,7 @@ use serde::Deserialize;
 use strata_shared::config::ClickHouseConfig;
 
 use crate::series::SeriesInfo;
-use crate::window::{Bucket, Layer};
+use crate::window::{Bucket, Layer, Need};
 
 const TABLE: &str = "speed_rollup_1m";
 const MINUTE_MS: i64 = 60_000;
@@ -147,25 +147,32 @@ impl SpeedSource {
     /// Buckets of `series` (one metric) on the grid `t_k = start_ms + k·step_ms`: every stored
     /// minute inside `ranges` is merged into the point whose window `(t − step, t]` holds the
     /// minute's end. With `step_ms` = 60 000 and a whole-minute `start_ms` this yields one
-    /// bucket per minute.
+    /// bucket per minute. The t-digest states are merged only when `need` asks for quantiles
+    /// (most of the work of this query when it does).
     pub async fn buckets(
         &self,
         metric: &str,
         series: &[u64],
         ranges: &[(i64, i64)],
-        start_ms: i64,
-        step_ms: i64,
+        (start_ms, step_ms): (i64, i64),
+        need: Need,
     ) -> Result<HashMap<u64, Vec<Bucket>>, SpeedError> {
         if series.is_empty() || ranges.is_empty() {
             return Ok(HashMap::new());
         }
         let ids: Vec<String> = series.iter().map(u64::to_string).collect();
+        let quantiles = match need {
+            Need::Quantiles => {
+                "arrayMap(x -> toFloat64(x), quantilesTDigestArrayMerge(0.5, 0.9, 0.95, 0.99)(q))"
+            }
+            Need::Totals => "emptyArrayFloat64()",
+        };
         // k = ceil((minute_end − start) / step), with minute_end − start > −step in range.
         let sql = format!(
             "SELECT series_id, \
                 intDiv(toInt64(toUInt32(minute)) * 1000 + {MINUTE_MS} - ({start_ms}) + {step_ms} - 1, {step_ms}) AS k, \
                 sumMerge(cnt) AS c, sumMerge(total) AS s, minMerge(mn) AS lo, maxMerge(mx) AS hi, \
-                arrayMap(x -> toFloat64(x), quantilesTDigestArrayMerge(0.5, 0.9, 0.95, 0.99)(q)) AS qs \
+                {quantiles} AS qs \
              FROM {TABLE} WHERE metric_name = ? AND series_id IN ({}) AND {} \
              GROUP BY series_id, k",
             ids.join(","),
