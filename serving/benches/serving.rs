@@ -6,10 +6,11 @@
 //!    layer's rollup writer, the lake through the archive; the batch layer recomputes the first
 //!    12 hours, so the time boundary sits in the middle.
 //! 2. strata-serving (release build) answers `query_range` of `bench_latency_count` over the 24
-//!    hours at a 60 s step (100 series × 1440 points, half from each layer) to 32 concurrent
-//!    clients for BENCH_SECONDS (30).
+//!    hours at a 60 s step (100 series × 1440 points, half from each layer) to BENCH_CLIENTS
+//!    (32) concurrent clients for BENCH_SECONDS (30); `BENCH_CLIENTS=1` shows the cost of one
+//!    answer without the queueing.
 //! 3. The anchor: ClickHouse answers the equivalent rollup SQL (count per series and minute over
-//!    the same 24 hours, JSON over HTTP) to 32 concurrent clients for as long.
+//!    the same 24 hours, JSON over HTTP) to as many concurrent clients for as long.
 //!
 //! Last line: `serving-bench: p50_ms=N p99_ms=N qps=N ch_p99_ms=N vs_ch=R` (vs_ch = p99 ratio).
 
@@ -29,7 +30,6 @@ use strata_speed::rollup::{Batch, Labels};
 
 const H: i64 = 3_600_000;
 const SERIES: u32 = 100;
-const CLIENTS: usize = 32;
 
 #[tokio::main]
 async fn main() {
@@ -210,7 +210,7 @@ async fn main() {
     );
 }
 
-/// `CLIENTS` loops calling `call` for `seconds`: (latencies ms, p50, p99, answers per second).
+/// BENCH_CLIENTS loops calling `call` for `seconds`: (latencies ms, p50, p99, answers per second).
 async fn load<F, Fut>(seconds: u64, call: F) -> (Vec<f64>, f64, f64, f64)
 where
     F: Fn() -> Fut + Send + Sync + Clone + 'static,
@@ -219,7 +219,7 @@ where
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..env_u64("BENCH_CLIENTS", 32) {
         let call = call.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();

@@ -163,7 +163,8 @@ impl Engine {
     }
 
     /// Series whose exposed base name passes `want` with data in `[from_ms, to_ms)`, from both
-    /// layers (each series once).
+    /// layers (each series once): the batch views for the hours they cover, ClickHouse for the
+    /// rest only — the same split as the data, and most of a long range is batch-covered.
     pub async fn series(
         &self,
         want: impl Fn(&str) -> bool,
@@ -171,23 +172,23 @@ impl Engine {
         to_ms: i64,
     ) -> (Vec<Arc<SeriesInfo>>, Vec<String>) {
         let mut warnings = Vec::new();
-        let mut out: HashMap<u64, Arc<SeriesInfo>> = self
-            .batch
-            .read()
-            .await
+        let view = self.batch.read().await;
+        let mut out: HashMap<u64, Arc<SeriesInfo>> = view
             .series_in(from_ms, to_ms)
             .into_iter()
             .filter(|s| want(&exposed_base(&s.metric)))
             .map(|s| (s.series_id, s))
             .collect();
+        let (_, speed_ranges) = split(&view.covered, from_ms, to_ms);
+        drop(view);
         match self.speed_names(from_ms, to_ms).await {
             Ok(names) => {
                 let names: Vec<String> = names
                     .into_iter()
                     .filter(|n| want(&exposed_base(n)))
                     .collect();
-                if !names.is_empty() {
-                    match self.speed.series(Some(&names), from_ms, to_ms).await {
+                if !names.is_empty() && !speed_ranges.is_empty() {
+                    match self.speed.series(Some(&names), &speed_ranges).await {
                         Ok(series) => {
                             for s in series {
                                 out.entry(s.series_id).or_insert_with(|| Arc::new(s));

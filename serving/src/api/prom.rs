@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use serde_json::{json, Value as Json};
 
 use super::params::{parse_duration, Params};
-use super::response::{format_time, format_value, ApiError, ApiResult, ErrorType, Success};
+use super::response::{format_time, format_value, ApiError, ApiResult, ErrorType, Sample, Success};
 use crate::app::AppState;
 use crate::promql::{parse, Evaluator, Value};
 use crate::series::{exposed_name, Labels, Stat};
@@ -99,8 +99,23 @@ pub async fn query(State(state): State<AppState>, p: Params) -> ApiResult<Json> 
     Ok(Success::new(data, warnings))
 }
 
+/// A range query's answer: `{"resultType": "matrix", "result": [...]}`.
+#[derive(serde::Serialize)]
+pub struct Matrix {
+    #[serde(rename = "resultType")]
+    result_type: &'static str,
+    result: Vec<MatrixSeries>,
+}
+
+/// One series of a matrix: its labels and samples.
+#[derive(serde::Serialize)]
+struct MatrixSeries {
+    metric: Json,
+    values: Vec<Sample>,
+}
+
 /// `GET|POST /api/v1/query_range`.
-pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<Json> {
+pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<Matrix> {
     let _t = state.metrics.time("query_range");
     let q = p.required("query")?;
     let start = p.time_or("start", i64::MIN)?;
@@ -138,14 +153,17 @@ pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<
     let steps: Vec<i64> = (0..points).map(|k| start + k * step).collect();
     let (value, steps, warnings) = evaluate(&state, &p, q, steps, step).await?;
     let series = |labels: &Labels, values: &[Option<f64>]| {
-        let points: Vec<Json> = steps
+        let points: Vec<Sample> = steps
             .iter()
             .zip(values)
-            .filter_map(|(t, v)| v.map(|v| json!([format_time(*t), format_value(v)])))
+            .filter_map(|(t, v)| v.map(|value| Sample { ms: *t, value }))
             .collect();
-        (!points.is_empty()).then(|| json!({"metric": metric_json(labels), "values": points}))
+        (!points.is_empty()).then(|| MatrixSeries {
+            metric: metric_json(labels),
+            values: points,
+        })
     };
-    let result: Vec<Json> = match value {
+    let result: Vec<MatrixSeries> = match value {
         Value::Scalar(s) => {
             let values: Vec<Option<f64>> = s.into_iter().map(Some).collect();
             series(&Labels::new(), &values).into_iter().collect()
@@ -160,7 +178,10 @@ pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<
     };
     state.metrics.points(result.len());
     Ok(Success::new(
-        json!({"resultType": "matrix", "result": result}),
+        Matrix {
+            result_type: "matrix",
+            result,
+        },
         warnings,
     ))
 }

@@ -156,6 +156,57 @@ pub fn format_value(v: f64) -> String {
     }
 }
 
+/// [`format_value`] written straight into the output (no string per sample).
+struct PromValue(f64);
+
+impl std::fmt::Display for PromValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v == f64::INFINITY {
+            f.write_str("+Inf")
+        } else if v == f64::NEG_INFINITY {
+            f.write_str("-Inf")
+        } else {
+            write!(f, "{v}")
+        }
+    }
+}
+
+/// One sample of a matrix as Prometheus writes it, `[<unix seconds>, "<value>"]`, serialized
+/// without building a JSON tree (a range answer holds hundreds of thousands of them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Time, Unix ms.
+    pub ms: i64,
+    /// Value.
+    pub value: f64,
+}
+
+impl Serialize for Sample {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        if self.ms % 1000 == 0 {
+            t.serialize_element(&(self.ms / 1000))?;
+        } else {
+            t.serialize_element(&(self.ms as f64 / 1000.0))?;
+        }
+        t.serialize_element(&Collected(PromValue(self.value)))?;
+        t.end()
+    }
+}
+
+/// A `Display` value serialized as a string through `collect_str`.
+struct Collected<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Collected<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
 /// A timestamp in Unix seconds as a JSON number (an integer when whole).
 pub fn format_time(ms: i64) -> serde_json::Value {
     if ms % 1000 == 0 {
@@ -168,6 +219,23 @@ pub fn format_time(ms: i64) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_serialize_as_the_json_tree_did() {
+        for (ms, v) in [
+            (4000, 1.0),
+            (1500, 0.25),
+            (-3000, -2.5),
+            (60_000, f64::NAN),
+            (61_001, f64::INFINITY),
+            (0, f64::NEG_INFINITY),
+            (1_700_000_000_000, 123456789.125),
+        ] {
+            let typed = serde_json::to_string(&Sample { ms, value: v }).unwrap();
+            let tree = serde_json::json!([format_time(ms), format_value(v)]).to_string();
+            assert_eq!(typed, tree);
+        }
+    }
 
     #[test]
     fn values_and_times_look_like_prometheus() {

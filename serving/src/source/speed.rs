@@ -107,17 +107,16 @@ impl SpeedSource {
         Ok(rows.into_iter().map(|r| r.metric_name).collect())
     }
 
-    /// Series of the given metrics (all metrics when `None`) with data in `[from_ms, to_ms)`.
+    /// Series of the given metrics (all metrics when `None`) with data in `ranges` (ms).
     pub async fn series(
         &self,
         metrics: Option<&[String]>,
-        from_ms: i64,
-        to_ms: i64,
+        ranges: &[(i64, i64)],
     ) -> Result<Vec<SeriesInfo>, SpeedError> {
         let mut sql = format!(
             "SELECT metric_name, series_id, any(source) AS source, any(tag_keys) AS tag_keys, \
              any(tag_values) AS tag_values FROM {TABLE} WHERE metric_name != '' AND {}",
-            ranges_sql(&[(from_ms, to_ms)])
+            ranges_sql(ranges)
         );
         if let Some(m) = metrics {
             if m.is_empty() {
