@@ -1,12 +1,11 @@
 //! The archiver's consumer loop: Kafka → validated events → batched Delta commits.
 //!
-//! One commit runs on its own thread while the loop fills the next batch; the next commit starts
-//! only when the previous one has ended, so commits land in offset order. Offsets live in the
-//! Delta log (see [`super::writer`]); Kafka commits follow each Delta commit for lag tools only. A failed commit may still have landed: before retrying, the archiver reloads
+//! Offsets live in the Delta log (see [`super::writer`]); Kafka commits follow each Delta commit
+//! for lag tools only. A failed commit may still have landed: before retrying, the archiver reloads
 //! the table and drops from the pending batch whatever the stored offsets already cover, so a
 //! retry never writes an event twice. Before partitions are given up, the pending batch is
-//! committed (or, if the lake stays unreachable past a deadline, dropped together with the
-//! commit still running — the next owner reads both again from the stored offsets).
+//! committed (or, if the lake stays unreachable past a deadline, dropped — the next owner reads
+//! it again from the stored offsets).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,19 +90,12 @@ impl Pending {
     }
 }
 
-/// A commit running beside the loop: its thread returns the offsets it committed, or `None`
-/// when it was abandoned (the lake unreachable past a revoke's deadline).
-type Commit = std::thread::JoinHandle<Option<BTreeMap<i32, i64>>>;
-
 /// State shared by the loop and its rebalance callbacks.
 pub struct Archiver {
     cfg: Config,
     rt: Handle,
     archive: Mutex<Archive>,
     pending: Mutex<Pending>,
-    in_flight: Mutex<Option<Commit>>,
-    /// Set when a revoke's deadline passed: the running commit gives up at its next retry.
-    abandon: AtomicBool,
     metrics: Arc<ArchiveMetrics>,
     stop: Arc<AtomicBool>,
 }
@@ -122,8 +114,6 @@ impl Archiver {
             rt,
             archive: Mutex::new(archive),
             pending: Mutex::new(Pending::default()),
-            in_flight: Mutex::new(None),
-            abandon: AtomicBool::new(false),
             metrics,
             stop,
         }
@@ -151,72 +141,10 @@ impl Archiver {
                     .is_some_and(|t| t.elapsed() >= self.cfg.batch.archive_flush_interval))
     }
 
-    fn take_pending(&self) -> Pending {
-        std::mem::take(&mut *self.pending.lock().expect("not poisoned"))
-    }
-
-    /// The offsets of the commit that ran beside the loop, if it has ended.
-    fn reap(&self) -> Option<BTreeMap<i32, i64>> {
-        let mut slot = self.in_flight.lock().expect("not poisoned");
-        if !slot.as_ref().is_some_and(|h| h.is_finished()) {
-            return None;
-        }
-        let done = slot.take().expect("checked").join();
-        done.expect("the commit thread panicked")
-    }
-
-    /// Hands the pending batch to a commit thread, once the previous commit has ended (the loop
-    /// waits here when the lake is slower than the stream). Returns the previous commit's
-    /// offsets, for Kafka.
-    fn commit_in_background(self: &Arc<Self>) -> Option<BTreeMap<i32, i64>> {
-        let previous = self
-            .in_flight
-            .lock()
-            .expect("not poisoned")
-            .take()
-            .and_then(|h| h.join().expect("the commit thread panicked"));
-        let batch = self.take_pending();
-        if !batch.is_empty() {
-            let me = Arc::clone(self);
-            *self.in_flight.lock().expect("not poisoned") =
-                Some(std::thread::spawn(move || me.commit(batch, None)));
-        }
-        previous
-    }
-
-    /// Ends the commit running beside the loop and commits the pending batch, within
-    /// `deadline` (a revoke, a stop). Past it both are dropped — never the earlier kept
-    /// without the later, or the later without the earlier — and `None` is returned.
-    fn settle(&self, deadline: Duration) -> Option<BTreeMap<i32, i64>> {
-        let started = Instant::now();
-        let running = self.in_flight.lock().expect("not poisoned").take();
-        let mut offsets = BTreeMap::new();
-        if let Some(h) = running {
-            while !h.is_finished() && started.elapsed() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            self.abandon.store(!h.is_finished(), Ordering::SeqCst);
-            let done = h.join().expect("the commit thread panicked");
-            self.abandon.store(false, Ordering::SeqCst);
-            match done {
-                Some(o) => offsets = o,
-                None => {
-                    self.take_pending();
-                    tracing::error!("the lake stayed unreachable; dropping the pending batches (they will be read again)");
-                    return None;
-                }
-            }
-        }
-        let batch = self.take_pending();
-        let rest = deadline.saturating_sub(started.elapsed());
-        let committed = self.commit(batch, Some(rest))?;
-        offsets.extend(committed);
-        Some(offsets)
-    }
-
-    /// Commits `batch`, retrying until it is in (its offsets) or `deadline` passes or a revoke
-    /// abandons it (`None`; the batch is then dropped, to be read again from the stored offsets).
-    fn commit(&self, mut batch: Pending, deadline: Option<Duration>) -> Option<BTreeMap<i32, i64>> {
+    /// Commits the pending batch, retrying until it is in (true) or `deadline` passes (false;
+    /// the batch is then dropped, to be read again from the stored offsets).
+    fn flush(&self, deadline: Option<Duration>) -> Option<BTreeMap<i32, i64>> {
+        let mut batch = std::mem::take(&mut *self.pending.lock().expect("not poisoned"));
         if batch.is_empty() {
             return Some(BTreeMap::new());
         }
@@ -242,9 +170,7 @@ impl Archiver {
                     tracing::warn!(error = %e, "archive commit failed; retrying");
                 }
             }
-            if deadline.is_some_and(|d| started.elapsed() >= d)
-                || self.abandon.load(Ordering::SeqCst)
-            {
+            if deadline.is_some_and(|d| started.elapsed() >= d) {
                 tracing::error!("the lake stayed unreachable; dropping the pending batch (it will be read again)");
                 return None;
             }
@@ -316,7 +242,7 @@ impl ConsumerContext for ArchiveContext {
             tpl,
             |tpl| self.archiver.on_assign(consumer, tpl),
             |_| {
-                if let Some(offsets) = self.archiver.settle(REVOKE_DEADLINE) {
+                if let Some(offsets) = self.archiver.flush(Some(REVOKE_DEADLINE)) {
                     commit_kafka(consumer, &topic, &offsets);
                 }
             },
@@ -354,17 +280,14 @@ pub fn run(
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
-        if let Some(offsets) = archiver.reap() {
-            commit_kafka(&consumer, &topic, &offsets);
-        }
         if archiver.due() {
-            if let Some(offsets) = archiver.commit_in_background() {
+            if let Some(offsets) = archiver.flush(None) {
                 commit_kafka(&consumer, &topic, &offsets);
             }
         }
     }
     tracing::info!("stopping: committing what is pending");
-    if let Some(offsets) = archiver.settle(REVOKE_DEADLINE) {
+    if let Some(offsets) = archiver.flush(Some(REVOKE_DEADLINE)) {
         commit_kafka(&consumer, &topic, &offsets);
     }
     consumer.unsubscribe();
@@ -382,44 +305,6 @@ mod tests {
             partition: p,
             offset: o,
         }
-    }
-
-    fn batch_of(p: i32, offsets: std::ops::Range<i64>) -> Pending {
-        Pending {
-            events: offsets.clone().map(|o| ev(p, o)).collect(),
-            offsets: BTreeMap::from([(p, offsets.end - 1)]),
-            started: Some(Instant::now()),
-        }
-    }
-
-    #[test]
-    fn a_commit_beside_the_loop_and_the_pending_batch_both_land_in_order() {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.lake.url = dir.path().join("lake").display().to_string();
-        let archive = rt.block_on(Archive::open(&cfg)).unwrap();
-        let metrics = Arc::new(ArchiveMetrics::new(&Registry::new()).unwrap());
-        let archiver = Arc::new(Archiver::new(
-            cfg,
-            rt.handle().clone(),
-            archive,
-            metrics.clone(),
-            Arc::new(AtomicBool::new(false)),
-        ));
-        *archiver.pending.lock().unwrap() = batch_of(0, 0..100);
-        assert_eq!(archiver.commit_in_background(), None, "nothing ran before");
-        // The loop goes on filling while the first commit runs.
-        *archiver.pending.lock().unwrap() = batch_of(0, 100..150);
-        let offsets = archiver.settle(Duration::from_secs(60));
-        assert_eq!(offsets, Some(BTreeMap::from([(0, 149)])));
-        let stored = rt
-            .block_on(archiver.archive.lock().unwrap().stored_offsets(&[0]))
-            .unwrap();
-        assert_eq!(stored, BTreeMap::from([(0, 149)]));
-        assert_eq!((metrics.commits.get(), metrics.events.get()), (2, 150));
-        assert!(archiver.in_flight.lock().unwrap().is_none());
-        assert!(archiver.take_pending().is_empty());
     }
 
     #[test]
