@@ -1,7 +1,8 @@
 //! `make bench-batch`: the batch layer against its anchors, on the same broker and machine, in
 //! one run.
 //!
-//! 1. BENCH_EVENTS (1M) generated JSON events are produced to a fresh 12-partition topic.
+//! 1. BENCH_EVENTS (5M) generated JSON events are produced to a fresh 12-partition topic (at 1M
+//!    the run lasts ≈ 10 s, and launch, group join and the final commit weigh like the stream).
 //! 2. raw: a plain rdkafka consumer (fresh group) reads them all — the broker's consume rate.
 //! 3. archive: `strata-batch archive` (release build, fresh group) from launch until every
 //!    event is committed to a Delta table in a local folder; then again into SeaweedFS (S3).
@@ -38,7 +39,7 @@ fn root() -> std::path::PathBuf {
 
 #[tokio::main]
 async fn main() {
-    let events = env_u64("BENCH_EVENTS", 1_000_000);
+    let events = env_u64("BENCH_EVENTS", 5_000_000);
     let recompute_events = env_u64("BENCH_RECOMPUTE_EVENTS", 10_000_000);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut cfg = Config::load(None).expect("configuration");
