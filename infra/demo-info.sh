@@ -4,7 +4,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cat <<TXT
 
 Strata demo is running: strata-gen produces ~2000 events/s (live timestamps, with a few duplicates,
-late and malformed messages) to topic metrics-events on 127.0.0.1:9092.
+late and malformed messages) to topic metrics-events on 127.0.0.1:9092. A point covers whole
+minutes: the queries below answer once the first minute of load has ended (about a minute from now).
 
   Generator log     $ROOT/.strata/logs/gen.log
   Service logs      $ROOT/.strata/logs/
