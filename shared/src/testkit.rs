@@ -98,6 +98,35 @@ pub fn sum_samples(page: &str, metric: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// Drops a test's ClickHouse database (plain blocking HTTP, so it can run in `Drop`); errors
+/// are ignored — a test that cleans up must not fail for it.
+pub fn drop_clickhouse_database(cfg: &crate::config::ClickHouseConfig) {
+    use std::io::{Read, Write};
+    let Some(addr) = cfg
+        .url
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+    else {
+        return;
+    };
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+    let sql = format!("DROP DATABASE IF EXISTS `{}`", cfg.database);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nX-ClickHouse-User: {}\r\nX-ClickHouse-Key: {}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{sql}",
+        cfg.user,
+        cfg.password.expose(),
+        sql.len()
+    );
+    if s.write_all(request.as_bytes()).is_ok() {
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+    }
+}
+
 /// A TCP proxy on loopback that a test can cut and restore: while cut it refuses new
 /// connections and drops open ones, as a stopped server would look to its clients. Used to take
 /// one client's server away without stopping a server others share (SeaweedFS also stores the

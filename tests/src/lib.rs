@@ -43,6 +43,14 @@ pub struct Pipeline {
     procs: Vec<(String, Proc)>,
 }
 
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // The services first: strata-speed would create its tables again.
+        self.procs.clear();
+        strata_shared::testkit::drop_clickhouse_database(&self.cfg.clickhouse);
+    }
+}
+
 impl Pipeline {
     /// Creates the topics and starts every service; `extra` overrides configuration for all.
     pub async fn start(name: &str, extra: &[(&str, &str)]) -> Result<Pipeline> {

@@ -35,6 +35,12 @@ pub struct Fixture {
     pub values: HashMap<(u64, i64), Vec<f64>>,
 }
 
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        strata_shared::testkit::drop_clickhouse_database(&self.cfg.clickhouse);
+    }
+}
+
 impl Fixture {
     /// `events` over four hours [h0, h0 + 4h), all in ClickHouse (duplicates removed, as the
     /// speed layer does) and in the archive (duplicates kept); the batch layer recomputes the
