@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod gen;
 pub mod kafka;
+pub mod offset_gaps;
 pub mod lake;
 pub mod reject;
 pub mod self_report;

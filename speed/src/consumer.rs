@@ -25,6 +25,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
+use strata_shared::offset_gaps::GapGuard;
 use strata_shared::validate::check_message;
 use strata_shared::Config;
 use tokio::runtime::Handle;
@@ -68,6 +69,8 @@ struct State {
     /// whether a partition's duplicate filter is still current when the partition comes back.
     handled: HashMap<i32, i64>,
     warm_until: HashMap<i32, i64>,
+    /// Offsets skipped by the broker are read again (see `strata_shared::offset_gaps`).
+    gaps: GapGuard,
     guard: CardinalityGuard,
     paused: bool,
 }
@@ -114,6 +117,7 @@ impl Pipeline {
                 dedup: HashMap::new(),
                 handled: HashMap::new(),
                 warm_until: HashMap::new(),
+                gaps: GapGuard::default(),
                 guard,
                 paused: false,
             }),
@@ -124,6 +128,22 @@ impl Pipeline {
         self.state
             .lock()
             .expect("the consumer thread never panics holding the state")
+    }
+
+    /// Folds one Kafka message into the open batch, unless it lies past an offset gap (the
+    /// partition is then read again from the gap).
+    fn admit_and_handle(
+        &self,
+        consumer: &BaseConsumer<SpeedContext>,
+        m: &BorrowedMessage<'_>,
+        now_ms: i64,
+    ) {
+        let admitted = self.state().gaps.admit(consumer, m);
+        if admitted {
+            self.handle(m, now_ms);
+        } else {
+            self.metrics.offset_gaps.inc();
+        }
     }
 
     /// Folds one Kafka message into the open batch.
@@ -295,6 +315,7 @@ impl Pipeline {
             // The duplicate filter stays: if the partition comes back and ClickHouse's marker is
             // still the last offset handled here, it is current and needs no warm-up.
             st.warm_until.remove(&p);
+            st.gaps.forget(p);
         }
         st.paused = false;
         self.metrics.paused.set(0);
@@ -323,6 +344,7 @@ impl Pipeline {
                 st.dedup
                     .insert(p, DedupWindow::new(self.cfg.speed.dedup_window));
                 st.handled.remove(&p);
+                st.gaps.forget(p);
                 self.metrics.assignments.with_label_values(&["fresh"]).inc();
                 tracing::info!(
                     partition = p,
@@ -366,6 +388,7 @@ impl Pipeline {
                 );
                 start
             };
+            st.gaps.expect(p, start);
             if let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(start)) {
                 tracing::error!(partition = p, error = %e, "could not set the start offset");
             }
@@ -457,14 +480,14 @@ pub fn run(
     while !pipeline.stop.load(Ordering::SeqCst) {
         let now_ms = chrono::Utc::now().timestamp_millis();
         match consumer.poll(poll) {
-            Some(Ok(m)) => pipeline.handle(&m, now_ms),
+            Some(Ok(m)) => pipeline.admit_and_handle(&consumer, &m, now_ms),
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
         // Drain what is already buffered before looking at timers (cheap: zero timeout).
         for _ in 0..4096 {
             match consumer.poll(Duration::ZERO) {
-                Some(Ok(m)) => pipeline.handle(&m, now_ms),
+                Some(Ok(m)) => pipeline.admit_and_handle(&consumer, &m, now_ms),
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => break,
             }

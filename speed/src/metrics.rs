@@ -54,6 +54,8 @@ pub struct Metrics {
     pub paused: IntGauge,
     /// Partitions dropped by retention.
     pub partitions_dropped: IntCounter,
+    /// Offset gaps the broker served, each read again from the first missing offset.
+    pub offset_gaps: IntCounter,
     /// Partition assignments by how consumption starts: `fresh` (no offsets in ClickHouse),
     /// `warm_up` (the duplicate filter is rebuilt by re-reading up to `dedup_window` offsets),
     /// `filter_kept` (the partition came back and its filter is still current).
@@ -131,6 +133,10 @@ impl Metrics {
                 ),
                 &["table"],
             )?,
+            offset_gaps: IntCounter::new(
+                "speed_offset_gaps_total",
+                "Offset gaps the broker served, read again",
+            )?,
             assignments: IntCounterVec::new(
                 Opts::new(
                     "speed_partition_assignments_total",
@@ -171,6 +177,7 @@ impl Metrics {
         registry.register(Box::new(m.paused.clone()))?;
         registry.register(Box::new(m.partitions_dropped.clone()))?;
         registry.register(Box::new(m.assignments.clone()))?;
+        registry.register(Box::new(m.offset_gaps.clone()))?;
         for code in strata_shared::Reject::CODES {
             m.dead_letters.with_label_values(&[code]);
         }

@@ -18,6 +18,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
+use strata_shared::offset_gaps::GapGuard;
 use strata_shared::validate::check_message;
 use strata_shared::Config;
 use tokio::runtime::Handle;
@@ -96,6 +97,8 @@ pub struct Archiver {
     rt: Handle,
     archive: Mutex<Archive>,
     pending: Mutex<Pending>,
+    /// Offsets skipped by the broker are read again (see `strata_shared::offset_gaps`).
+    gaps: Mutex<GapGuard>,
     metrics: Arc<ArchiveMetrics>,
     stop: Arc<AtomicBool>,
 }
@@ -114,6 +117,7 @@ impl Archiver {
             rt,
             archive: Mutex::new(archive),
             pending: Mutex::new(Pending::default()),
+            gaps: Mutex::new(GapGuard::default()),
             metrics,
             stop,
         }
@@ -210,10 +214,14 @@ impl Archiver {
                 }
             }
         };
+        let mut gaps = self.gaps.lock().expect("not poisoned");
         for (topic, p) in parts {
             if let Some(&o) = stored.get(&p) {
                 let _ = tpl.set_partition_offset(&topic, p, Offset::Offset(o + 1));
+                gaps.expect(p, o + 1);
                 tracing::info!(partition = p, resume_after = o, "assigned");
+            } else {
+                gaps.forget(p);
             }
         }
         let _ = consumer;
@@ -276,7 +284,16 @@ pub fn run(
     while !archiver.stop.load(Ordering::SeqCst) {
         let now_ms = chrono::Utc::now().timestamp_millis();
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => archiver.handle(&m, now_ms),
+            Some(Ok(m)) => {
+                let admitted = archiver
+                    .gaps
+                    .lock()
+                    .expect("not poisoned")
+                    .admit(&consumer, &m);
+                if admitted {
+                    archiver.handle(&m, now_ms);
+                }
+            }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
