@@ -2,11 +2,10 @@
 //! earlier one is readable.
 //!
 //! Kafka offsets of a plain topic are contiguous, and a consumer that sees offset 109 479 right
-//! after 108 938 has skipped 540 messages. The local broker (tansu on S3) did exactly that in a
-//! chaos run: two produce requests to one partition were stored as two objects, a consumer's
-//! fetch listed the objects while only the later one was visible, and both strata-speed and the
-//! archiver moved past the earlier batch for good — although the broker had acknowledged it and
-//! still holds it. So on a gap the consumer goes back once to the first missing offset: if the
+//! after 108 938 has skipped 540 messages. The local broker (tansu on S3) served exactly that
+//! to both strata-speed and the archiver in a chaos run, and both moved past the batch for good —
+//! although the broker had acknowledged it and still holds it (most likely a fetch that listed
+//! the partition's objects before the earlier of two concurrent writes was visible). So on a gap the consumer goes back once to the first missing offset: if the
 //! broker now serves it, nothing is lost; if the same later offset comes again, the gap is real
 //! (a transaction marker, a compacted topic) and is accepted. Messages are admitted through
 //! [`GapGuard::admit`]; nothing past a gap is handled before the re-read.
