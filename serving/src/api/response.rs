@@ -143,20 +143,8 @@ impl<T: Serialize> IntoResponse for Success<T> {
 /// The result of a handler.
 pub type ApiResult<T> = Result<Success<T>, ApiError>;
 
-/// A sample value as Prometheus writes it (a string; `NaN`, `+Inf`, `-Inf`).
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
-/// [`format_value`] written straight into the output (no string per sample).
+/// A sample value as Prometheus writes it: a string, `NaN`, `+Inf` and `-Inf` included.
+/// Serialized straight into the output, with no `String` per sample.
 struct PromValue(f64);
 
 impl std::fmt::Display for PromValue {
@@ -174,6 +162,35 @@ impl std::fmt::Display for PromValue {
     }
 }
 
+impl Serialize for PromValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A time as Prometheus writes it: Unix seconds, a JSON integer when whole.
+struct UnixSeconds(i64);
+
+impl Serialize for UnixSeconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 1000 == 0 {
+            s.serialize_i64(self.0 / 1000)
+        } else {
+            s.serialize_f64(self.0 as f64 / 1000.0)
+        }
+    }
+}
+
+/// A sample value as Prometheus writes it (a string; `NaN`, `+Inf`, `-Inf`).
+pub fn format_value(v: f64) -> String {
+    PromValue(v).to_string()
+}
+
+/// A timestamp in Unix seconds as a JSON number (an integer when whole).
+pub fn format_time(ms: i64) -> serde_json::Value {
+    serde_json::to_value(UnixSeconds(ms)).expect("a number is always a JSON value")
+}
+
 /// One sample of a matrix as Prometheus writes it, `[<unix seconds>, "<value>"]`, serialized
 /// without building a JSON tree (a range answer holds hundreds of thousands of them).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,33 +203,7 @@ pub struct Sample {
 
 impl Serialize for Sample {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(2)?;
-        if self.ms % 1000 == 0 {
-            t.serialize_element(&(self.ms / 1000))?;
-        } else {
-            t.serialize_element(&(self.ms as f64 / 1000.0))?;
-        }
-        t.serialize_element(&Collected(PromValue(self.value)))?;
-        t.end()
-    }
-}
-
-/// A `Display` value serialized as a string through `collect_str`.
-struct Collected<T>(T);
-
-impl<T: std::fmt::Display> Serialize for Collected<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-/// A timestamp in Unix seconds as a JSON number (an integer when whole).
-pub fn format_time(ms: i64) -> serde_json::Value {
-    if ms % 1000 == 0 {
-        serde_json::Value::from(ms / 1000)
-    } else {
-        serde_json::Value::from(ms as f64 / 1000.0)
+        (UnixSeconds(self.ms), PromValue(self.value)).serialize(s)
     }
 }
 
@@ -235,6 +226,10 @@ mod tests {
             let tree = serde_json::json!([format_time(ms), format_value(v)]).to_string();
             assert_eq!(typed, tree);
         }
+        let text = |ms, value| serde_json::to_string(&Sample { ms, value }).unwrap();
+        assert_eq!(text(4000, 1.0), r#"[4,"1"]"#);
+        assert_eq!(text(61_001, f64::INFINITY), r#"[61.001,"+Inf"]"#);
+        assert_eq!(text(-1500, 0.25), r#"[-1.5,"0.25"]"#);
     }
 
     #[test]
