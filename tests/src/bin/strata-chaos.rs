@@ -210,14 +210,12 @@ async fn main() -> Result<()> {
     // The copies of each valid event the generator sent (a repeat is a message of its own); the
     // same deterministic stream again, checked against what was produced.
     let mut sent: HashMap<String, u64> = HashMap::new();
-    let mut again = Truth::new(None);
     for m in Generator::new(spec).take(messages as usize) {
-        if let Some(e) = &m.event {
-            *sent.entry(e.event_id.clone()).or_default() += 1;
+        if let Some(e) = m.event {
+            *sent.entry(e.event_id).or_default() += 1;
         }
-        again.record(&m);
     }
-    if again.summary().valid_unique != truth_unique {
+    if sent.len() as u64 != truth_unique {
         bail!("the generator did not repeat its stream");
     }
     let archive_want: u64 = sent.values().sum();
