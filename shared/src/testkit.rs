@@ -113,7 +113,10 @@ pub fn drop_clickhouse_database(cfg: &crate::config::ClickHouseConfig) {
         return;
     };
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
-    let sql = format!("DROP DATABASE IF EXISTS `{}`", cfg.database);
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {}",
+        crate::clickhouse::quote_identifier(&cfg.database)
+    );
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nX-ClickHouse-User: {}\r\nX-ClickHouse-Key: {}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{sql}",
