@@ -41,6 +41,8 @@ pub struct ArchiveMetrics {
     pub commit_failures: IntCounter,
     /// Seconds per successful commit.
     pub commit_seconds: Histogram,
+    /// Offset gaps the broker served, each read again from the first missing offset.
+    pub offset_gaps: IntCounter,
 }
 
 impl ArchiveMetrics {
@@ -57,6 +59,10 @@ impl ArchiveMetrics {
                 "archive_commit_failures_total",
                 "Failed commit attempts",
             )?,
+            offset_gaps: IntCounter::new(
+                "archive_offset_gaps_total",
+                "Offset gaps the broker served, read again",
+            )?,
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new("archive_commit_seconds", "Latency of Delta commits")
                     .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
@@ -67,6 +73,7 @@ impl ArchiveMetrics {
         registry.register(Box::new(m.commits.clone()))?;
         registry.register(Box::new(m.commit_failures.clone()))?;
         registry.register(Box::new(m.commit_seconds.clone()))?;
+        registry.register(Box::new(m.offset_gaps.clone()))?;
         Ok(m)
     }
 }
@@ -292,6 +299,8 @@ pub fn run(
                     .admit(&consumer, &m);
                 if admitted {
                     archiver.handle(&m, now_ms);
+                } else {
+                    archiver.metrics.offset_gaps.inc();
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
