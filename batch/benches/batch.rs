@@ -199,7 +199,7 @@ async fn recompute_vs_duckdb(n: u64) -> (f64, f64, bool) {
 
     let t = Instant::now();
     let mut last = Instant::now();
-    let report = recompute_with_progress(&cfg, from, to, |phase| {
+    let report = recompute_with_progress(&cfg, from, to, None, |phase| {
         eprintln!(
             "  {phase:?} starts after {:.1}s",
             last.elapsed().as_secs_f64()

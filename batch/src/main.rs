@@ -282,7 +282,8 @@ async fn main() -> ExitCode {
                 bar.set_message(msg);
             };
             let result =
-                strata_batch::recompute::recompute_with_progress(&cfg, from, to, progress).await;
+                strata_batch::recompute::recompute_with_progress(&cfg, from, to, None, progress)
+                    .await;
             bar.finish_and_clear();
             return match result {
                 Ok(r) => {
@@ -293,6 +294,12 @@ async fn main() -> ExitCode {
                         r.rows[1],
                         started.elapsed().as_secs_f64()
                     );
+                    if !r.skipped[1].is_empty() {
+                        println!(
+                            "{} hours left as they were: a recompute from a newer archive version wrote them",
+                            r.skipped[1].len()
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use strata_shared::telemetry::Telemetry;
 use strata_shared::Config;
 
@@ -27,6 +27,8 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// Both layers.
     pub engine: Arc<Engine>,
+    /// Range queries through the results cache.
+    pub results: Arc<crate::results::Results>,
     /// Self-metrics.
     pub metrics: Arc<ServingMetrics>,
 }
@@ -38,8 +40,10 @@ pub struct ServingMetrics {
     series_out: IntCounterVec,
     /// Seconds between now and the time boundary.
     pub boundary_age: Gauge,
-    /// Rows of the batch views in memory.
-    pub batch_rows: IntGauge,
+    /// Bytes held by each cache (`blocks`, `results`).
+    pub cache_bytes: IntGaugeVec,
+    /// Cache lookups by cache and outcome (`hit`, `miss`), and evictions.
+    pub cache_events: IntGaugeVec,
 }
 
 /// Observes a request's latency when dropped.
@@ -83,13 +87,24 @@ impl ServingMetrics {
                 "serving_boundary_age_seconds",
                 "Seconds between now and the time boundary (end of the batch-covered range)",
             )?,
-            batch_rows: IntGauge::new("serving_batch_rows", "Rows of the batch views in memory")?,
+            cache_bytes: IntGaugeVec::new(
+                Opts::new("serving_cache_bytes", "Bytes held by a cache"),
+                &["cache"],
+            )?,
+            cache_events: IntGaugeVec::new(
+                Opts::new(
+                    "serving_cache_events",
+                    "Cache lookups answered (hit), loads started (miss) and entries evicted, since start",
+                ),
+                &["cache", "event"],
+            )?,
         };
         registry.register(Box::new(m.latency.clone()))?;
         registry.register(Box::new(m.merged.clone()))?;
         registry.register(Box::new(m.series_out.clone()))?;
         registry.register(Box::new(m.boundary_age.clone()))?;
-        registry.register(Box::new(m.batch_rows.clone()))?;
+        registry.register(Box::new(m.cache_bytes.clone()))?;
+        registry.register(Box::new(m.cache_events.clone()))?;
         Ok(m)
     }
 
@@ -108,6 +123,23 @@ impl ServingMetrics {
                 Layer::Speed => "speed",
             };
             self.merged.with_label_values(&[layer]).inc();
+        }
+    }
+
+    /// Publishes a cache's size and counters.
+    pub fn observe_cache(&self, name: &str, bytes: usize, stats: &crate::cache::Stats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.cache_bytes
+            .with_label_values(&[name])
+            .set(bytes as i64);
+        for (event, n) in [
+            ("hit", &stats.hits),
+            ("miss", &stats.misses),
+            ("eviction", &stats.evictions),
+        ] {
+            self.cache_events
+                .with_label_values(&[name, event])
+                .set(n.load(Relaxed) as i64);
         }
     }
 
@@ -201,16 +233,18 @@ pub async fn run(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), crate::Error> {
     let telemetry = Telemetry::new("serving");
-    let metrics = Arc::new(
-        ServingMetrics::new(&telemetry.registry)
-            .map_err(|e| crate::Error::Telemetry(e.to_string()))?,
-    );
+    let metrics = Arc::new(ServingMetrics::new(&telemetry.registry)?);
     strata_shared::self_report::spawn(&telemetry, &cfg, "serving");
     let cfg = Arc::new(cfg);
-    let engine = Arc::new(Engine::new((*cfg).clone()));
+    let engine = Arc::new(Engine::new(&cfg)?);
+    let results = Arc::new(crate::results::Results::new(
+        engine.clone(),
+        cfg.serving.clone(),
+    ));
     let state = AppState {
         cfg: cfg.clone(),
         engine: engine.clone(),
+        results: results.clone(),
         metrics: metrics.clone(),
     };
     let addr: SocketAddr = cfg.serving.listen.parse().expect("validated at load");
@@ -222,17 +256,26 @@ pub async fn run(
     // Keep the batch views fresh; ready once the first refresh was tried.
     let refresher = {
         let (engine, metrics, telemetry) = (engine.clone(), metrics.clone(), telemetry.clone());
+        let results = results.clone();
         let every = cfg.serving.coverage_refresh;
         tokio::spawn(async move {
             loop {
                 let started = Instant::now();
                 if engine.refresh_batch().await {
-                    let (rows, boundary) = (engine.batch_rows().await, engine.boundary().await);
-                    tracing::info!(rows, ?boundary, took = ?started.elapsed(), "batch views refreshed");
+                    let view = engine.view();
+                    tracing::info!(
+                        covered_hours = view.covered.len(),
+                        versions = ?view.versions(),
+                        boundary = ?view.boundary(),
+                        took = ?started.elapsed(),
+                        "batch views refreshed"
+                    );
                 }
                 telemetry.set_ready(true);
-                metrics.batch_rows.set(engine.batch_rows().await as i64);
-                if let Some(b) = engine.boundary().await {
+                let blocks = engine.batch();
+                metrics.observe_cache("blocks", blocks.cache_bytes(), blocks.cache_stats());
+                metrics.observe_cache("results", results.cache_bytes(), results.cache_stats());
+                if let Some(b) = engine.boundary() {
                     let age = chrono::Utc::now().timestamp_millis() - b;
                     metrics.boundary_age.set(age as f64 / 1000.0);
                 }

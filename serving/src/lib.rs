@@ -4,14 +4,17 @@
 //!
 //! A request flows: [`api`] parses it (typed parameters, one response shape) → [`promql`]
 //! evaluates the expression, asking [`merge::Engine`] for the buckets of the selected
-//! [`series`] → the engine reads covered hours from the batch views ([`source::batch`]) and the
-//! rest from ClickHouse ([`source::speed`]) → [`window`] re-aggregates buckets into the query's
+//! [`series`] → the engine reads covered hours from the batch views ([`source::batch`], blocks of the
+//! lake's rollup tables through a byte-bounded [`cache`]) and the rest from ClickHouse
+//! ([`source::speed`]) → [`window`] re-aggregates buckets into the query's
 //! windows. [`app`] wires the router, auth, limits and self-metrics.
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod merge;
 pub mod promql;
+pub mod results;
 pub mod series;
 pub mod source;
 pub mod window;
@@ -25,7 +28,10 @@ pub enum Error {
     /// The listen address cannot be bound.
     #[error("listening on {0}")]
     Listen(String),
-    /// Metrics registration failed.
+    /// Metrics registration failed (a bug: two metrics of one name).
     #[error("telemetry: {0}")]
-    Telemetry(String),
+    Telemetry(#[from] prometheus::Error),
+    /// The lake named by `lake.url` cannot be opened.
+    #[error("lake: {0}")]
+    Lake(#[from] crate::source::batch::BatchError),
 }

@@ -5,23 +5,27 @@
 //! ClickHouse. A layer that cannot answer adds a warning instead of failing the query: with
 //! ClickHouse down the batch-covered part is still served, and the other way round.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use strata_batch::recompute::Tier;
 use strata_shared::Config;
-use tokio::sync::{Mutex, RwLock};
 
 use crate::series::{exposed_base, SeriesInfo};
-use crate::source::batch::{merge_ranges, BatchView};
+use crate::source::batch::{merge_ranges, BatchError, BatchSource, View};
 use crate::source::speed::SpeedSource;
 use crate::window::{Bucket, Layer, Need};
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
-/// How long the list of ClickHouse metric names is reused.
+/// How long a list of ClickHouse metric names is reused for the same ranges.
 const NAMES_TTL: Duration = Duration::from_secs(10);
+/// Lists of ClickHouse metric names kept (one per range asked for).
+const NAMES_KEPT: usize = 64;
+/// Metrics of one query fetched at once.
+const CONCURRENT_METRICS: usize = 4;
 
 /// A time range and the layer that answered it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -45,66 +49,71 @@ pub struct Fetched {
     pub warnings: Vec<String>,
 }
 
+type NameLists = BTreeMap<Vec<(i64, i64)>, (Instant, Vec<String>)>;
+
 /// Both layers behind one interface.
 pub struct Engine {
-    cfg: Config,
-    batch: RwLock<BatchView>,
+    batch: BatchSource,
     batch_problem: RwLock<Option<String>>,
     speed: SpeedSource,
-    names: Mutex<Option<(Instant, Vec<String>)>>,
+    /// ClickHouse metric names per ranges asked (minute-aligned), reused for [`NAMES_TTL`].
+    names: Mutex<NameLists>,
+}
+
+fn batch_warning(e: &BatchError) -> String {
+    format!("batch views unreadable, answers may miss batch data: {e}")
+}
+
+fn speed_warning(e: &impl std::fmt::Display) -> String {
+    format!("speed layer unavailable: {e}")
 }
 
 impl Engine {
     /// An engine over the configured lake and ClickHouse (nothing is read yet).
-    pub fn new(cfg: Config) -> Self {
-        let speed = SpeedSource::new(&cfg.clickhouse);
-        Self {
-            cfg,
-            batch: RwLock::new(BatchView::default()),
+    pub fn new(cfg: &Config) -> Result<Self, BatchError> {
+        Ok(Self {
+            batch: BatchSource::new(cfg)?,
             batch_problem: RwLock::new(None),
-            speed,
-            names: Mutex::new(None),
-        }
+            speed: SpeedSource::new(&cfg.clickhouse, cfg.validation.max_future),
+            names: Mutex::new(BTreeMap::new()),
+        })
     }
 
-    /// Re-reads the batch views if a recompute committed; a failure is kept as a warning for
-    /// the queries that follow (the last good views stay in use).
+    /// Reads what the batch layer committed since the last refresh; a failure is kept as a
+    /// warning for the queries that follow (the last good view stays in use). Never blocks a
+    /// query.
     pub async fn refresh_batch(&self) -> bool {
-        // Most refreshes find nothing new: look without blocking the queries that read the view.
-        match BatchView::latest_version(&self.cfg).await {
-            Ok(v) if v == self.batch.read().await.version() => {
-                *self.batch_problem.write().await = None;
-                return false;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the batch views");
-                *self.batch_problem.write().await = Some(e.to_string());
-                return false;
-            }
-        }
-        let mut view = self.batch.write().await;
-        match view.refresh(&self.cfg).await {
+        let outcome = self.batch.refresh().await;
+        let mut problem = self
+            .batch_problem
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match outcome {
             Ok(changed) => {
-                *self.batch_problem.write().await = None;
+                *problem = None;
                 changed
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot refresh the batch views");
-                *self.batch_problem.write().await = Some(e.to_string());
+                *problem = Some(e.to_string());
                 false
             }
         }
     }
 
-    /// The time boundary (end of the newest covered hour), if any hour is covered.
-    pub async fn boundary(&self) -> Option<i64> {
-        self.batch.read().await.boundary()
+    /// The batch views as of the last refresh.
+    pub fn view(&self) -> Arc<View> {
+        self.batch.view()
     }
 
-    /// Rows held by the batch views.
-    pub async fn batch_rows(&self) -> usize {
-        self.batch.read().await.rows()
+    /// The time boundary (end of the newest covered hour), if any hour is covered.
+    pub fn boundary(&self) -> Option<i64> {
+        self.batch.view().boundary()
+    }
+
+    /// The batch views' source (block cache size and counters).
+    pub fn batch(&self) -> &BatchSource {
+        &self.batch
     }
 
     /// The speed source (for health checks).
@@ -112,40 +121,48 @@ impl Engine {
         &self.speed
     }
 
-    async fn batch_warning(&self) -> Option<String> {
+    fn refresh_warning(&self) -> Option<String> {
         self.batch_problem
             .read()
-            .await
+            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|e| format!("batch views unreadable, answers may miss batch data: {e}"))
+            .map(|e| format!("batch views unreadable, answers may miss recent recomputes: {e}"))
     }
 
-    /// Metric names with data around `[from_ms, to_ms)` in either layer.
-    pub async fn metric_names(&self, from_ms: i64, to_ms: i64) -> (Vec<String>, Vec<String>) {
-        let mut warnings = Vec::new();
-        let mut names: Vec<String> = self
-            .batch
-            .read()
-            .await
-            .series_in(from_ms, to_ms)
-            .iter()
-            .map(|s| s.metric.clone())
-            .collect();
-        match self.speed_names(from_ms, to_ms).await {
+    /// Metric names with data in `[from_ms, to_ms)`: from the batch views (as of `view`) for
+    /// the hours they cover, from ClickHouse for the rest.
+    pub async fn metric_names(
+        &self,
+        view: &View,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> (Vec<String>, Vec<String>) {
+        let (batch_ranges, speed_ranges) = split(&view.covered, from_ms, to_ms);
+        let mut warnings: Vec<String> = self.refresh_warning().into_iter().collect();
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        match self.batch.metric_names(view, &batch_ranges).await {
             Ok(n) => names.extend(n),
-            Err(e) => warnings.push(format!("speed layer unavailable: {e}")),
+            Err(e) => warnings.push(batch_warning(&e)),
         }
-        warnings.extend(self.batch_warning().await);
-        names.sort();
-        names.dedup();
-        (names, warnings)
+        match self.speed_names(&speed_ranges).await {
+            Ok(n) => names.extend(n),
+            Err(e) => warnings.push(speed_warning(&e)),
+        }
+        (names.into_iter().collect(), warnings)
     }
 
-    async fn speed_names(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, String> {
-        // The cached list covers "recent" queries; other ranges ask ClickHouse.
-        let recent = to_ms >= chrono::Utc::now().timestamp_millis() - HOUR_MS;
-        if recent {
-            if let Some((at, names)) = &*self.names.lock().await {
+    async fn speed_names(&self, ranges: &[(i64, i64)]) -> Result<Vec<String>, String> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Keyed by the ranges asked for, to the minute: a list answers only its own ranges.
+        let key: Vec<(i64, i64)> = ranges
+            .iter()
+            .map(|(a, b)| (a.div_euclid(MINUTE_MS), ceil_to(*b, MINUTE_MS) / MINUTE_MS))
+            .collect();
+        {
+            let lists = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, names)) = lists.get(&key) {
                 if at.elapsed() < NAMES_TTL {
                     return Ok(names.clone());
                 }
@@ -153,64 +170,88 @@ impl Engine {
         }
         let names = self
             .speed
-            .metric_names(from_ms, to_ms)
+            .metric_names(ranges)
             .await
             .map_err(|e| e.to_string())?;
-        if recent {
-            *self.names.lock().await = Some((Instant::now(), names.clone()));
+        let mut lists = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        lists.retain(|_, (at, _)| at.elapsed() < NAMES_TTL);
+        if lists.len() < NAMES_KEPT {
+            lists.insert(key, (Instant::now(), names.clone()));
         }
         Ok(names)
     }
 
     /// Series whose exposed base name passes `want` with data in `[from_ms, to_ms)`, from both
-    /// layers (each series once): the batch views for the hours they cover, ClickHouse for the
+    /// layers (each series once): the batch views (as of `view`) for the hours they cover, ClickHouse for the
     /// rest only — the same split as the data, and most of a long range is batch-covered.
     pub async fn series(
         &self,
+        view: &View,
         want: impl Fn(&str) -> bool,
         from_ms: i64,
         to_ms: i64,
     ) -> (Vec<Arc<SeriesInfo>>, Vec<String>) {
-        let mut warnings = Vec::new();
-        let view = self.batch.read().await;
-        let mut out: HashMap<u64, Arc<SeriesInfo>> = view
-            .series_in(from_ms, to_ms)
-            .into_iter()
-            .filter(|s| want(&exposed_base(&s.metric)))
-            .map(|s| (s.series_id, s))
-            .collect();
-        let (_, speed_ranges) = split(&view.covered, from_ms, to_ms);
-        drop(view);
-        match self.speed_names(from_ms, to_ms).await {
+        let (batch_ranges, speed_ranges) = split(&view.covered, from_ms, to_ms);
+        let mut warnings: Vec<String> = self.refresh_warning().into_iter().collect();
+        let mut out: BTreeMap<u64, Arc<SeriesInfo>> = BTreeMap::new();
+        if !batch_ranges.is_empty() {
+            match self.batch.metric_names(view, &batch_ranges).await {
+                Ok(names) => {
+                    let wanted: Vec<String> = names
+                        .into_iter()
+                        .filter(|n| want(&exposed_base(n)))
+                        .collect();
+                    let lookups: Vec<_> = wanted
+                        .iter()
+                        .map(|m| self.batch.series(view, m, &batch_ranges))
+                        .collect();
+                    let mut found =
+                        futures::stream::iter(lookups).buffer_unordered(CONCURRENT_METRICS);
+                    while let Some(r) = found.next().await {
+                        match r {
+                            Ok(series) => {
+                                out.extend(series.into_iter().map(|s| (s.series_id, s)));
+                            }
+                            Err(e) => warnings.push(batch_warning(&e)),
+                        }
+                    }
+                }
+                Err(e) => warnings.push(batch_warning(&e)),
+            }
+        }
+        match self.speed_names(&speed_ranges).await {
             Ok(names) => {
                 let names: Vec<String> = names
                     .into_iter()
                     .filter(|n| want(&exposed_base(n)))
                     .collect();
-                if !names.is_empty() && !speed_ranges.is_empty() {
+                if !names.is_empty() {
                     match self.speed.series(Some(&names), &speed_ranges).await {
                         Ok(series) => {
                             for s in series {
                                 out.entry(s.series_id).or_insert_with(|| Arc::new(s));
                             }
                         }
-                        Err(e) => warnings.push(format!("speed layer unavailable: {e}")),
+                        Err(e) => warnings.push(speed_warning(&e)),
                     }
                 }
             }
-            Err(e) => warnings.push(format!("speed layer unavailable: {e}")),
+            Err(e) => warnings.push(speed_warning(&e)),
         }
-        warnings.extend(self.batch_warning().await);
         let mut series: Vec<Arc<SeriesInfo>> = out.into_values().collect();
         series.sort();
+        warnings.sort();
+        warnings.dedup();
         (series, warnings)
     }
 
-    /// Buckets for points `steps` (sorted) with windows `(t − range_ms, t]`: per minute when
+    /// Buckets (batch rows as of `view`) for points `steps` (sorted) with windows `(t − range_ms, t]`: per minute when
     /// `per_minute` (for range functions), else as coarse as the windows allow; quantiles and
-    /// sketches only when `need` says so.
+    /// sketches only when `need` says so. The metrics of the query are fetched concurrently; a
+    /// metric whose batch rows cannot be read is answered from ClickHouse, with a warning.
     pub async fn fetch(
         &self,
+        view: &View,
         series: &[Arc<SeriesInfo>],
         steps: &[i64],
         (step_ms, range_ms): (i64, i64),
@@ -223,28 +264,22 @@ impl Engine {
         };
         // Minutes whose end lies in (first − range, last].
         let lo = ceil_to(first - range_ms - MINUTE_MS + 1, MINUTE_MS);
-        let hi = last - MINUTE_MS + 1;
-        let hi = ceil_to(hi, MINUTE_MS);
+        let hi = ceil_to(last - MINUTE_MS + 1, MINUTE_MS);
         if hi <= lo {
             return fetched;
         }
-        let view = self.batch.read().await;
         let (batch_ranges, speed_ranges) = split(&view.covered, lo, hi);
-        for (a, b) in &batch_ranges {
-            fetched.provenance.push(Provenance {
-                from_ms: *a,
-                to_ms: *b,
-                layer: Layer::Batch,
-            });
-        }
-        for (a, b) in &speed_ranges {
-            fetched.provenance.push(Provenance {
-                from_ms: *a,
-                to_ms: *b,
-                layer: Layer::Speed,
-            });
+        for (ranges, layer) in [(&batch_ranges, Layer::Batch), (&speed_ranges, Layer::Speed)] {
+            fetched
+                .provenance
+                .extend(ranges.iter().map(|(a, b)| Provenance {
+                    from_ms: *a,
+                    to_ms: *b,
+                    layer,
+                }));
         }
         fetched.provenance.sort_by_key(|p| p.from_ms);
+        fetched.warnings.extend(self.refresh_warning());
         // The hour tier answers when each window is whole hours on the hour grid.
         let tier =
             if !per_minute && range_ms == step_ms && step_ms % HOUR_MS == 0 && first % HOUR_MS == 0
@@ -253,48 +288,60 @@ impl Engine {
             } else {
                 Tier::Minute
             };
-        let mut per_series: HashMap<u64, Vec<Bucket>> = HashMap::new();
+        // ClickHouse merges whole windows itself when they do not overlap; otherwise it
+        // returns minutes and the windows are formed here.
+        let grid = if range_ms == step_ms && !per_minute {
+            (first, step_ms)
+        } else {
+            (0, MINUTE_MS)
+        };
+        let mut by_metric: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for s in series {
-            let mut v = Vec::new();
-            for (a, b) in &batch_ranges {
-                v.extend(view.buckets(tier, s.series_id, (*a, *b), need));
-            }
-            per_series.insert(s.series_id, v);
+            by_metric.entry(&s.metric).or_default().push(s.series_id);
         }
-        drop(view);
-        fetched.warnings.extend(self.batch_warning().await);
-
-        if !speed_ranges.is_empty() {
-            // ClickHouse merges whole windows itself when they do not overlap; otherwise it
-            // returns minutes and the windows are formed here.
-            let (grid_start, grid_step) = if range_ms == step_ms && !per_minute {
-                (first, step_ms)
-            } else {
-                (0, MINUTE_MS)
-            };
-            let mut by_metric: HashMap<&str, Vec<u64>> = HashMap::new();
-            for s in series {
-                by_metric.entry(&s.metric).or_default().push(s.series_id);
-            }
-            for (metric, ids) in by_metric {
-                match self
-                    .speed
-                    .buckets(metric, &ids, &speed_ranges, (grid_start, grid_step), need)
-                    .await
-                {
-                    Ok(buckets) => {
-                        for (id, b) in buckets {
-                            per_series.entry(id).or_default().extend(b);
+        let (batch_ranges, speed_ranges) = (&batch_ranges, &speed_ranges);
+        let per_metric: Vec<_> = by_metric
+            .into_iter()
+            .map(|(metric, ids)| async move {
+                let mut buckets: HashMap<u64, Vec<Bucket>> = HashMap::new();
+                let mut warnings = Vec::new();
+                let mut speed = speed_ranges.clone();
+                if !batch_ranges.is_empty() {
+                    match self
+                        .batch
+                        .buckets(view, tier, metric, &ids, batch_ranges, need)
+                        .await
+                    {
+                        Ok(b) => buckets = b,
+                        Err(e) => {
+                            warnings.push(format!(
+                                "{}; answering those hours from the speed layer",
+                                batch_warning(&e)
+                            ));
+                            speed = merge_ranges([speed, batch_ranges.clone()].concat());
                         }
                     }
-                    Err(e) => {
-                        fetched.warnings.push(format!(
+                }
+                if !speed.is_empty() {
+                    match self.speed.buckets(metric, &ids, &speed, grid, need).await {
+                        Ok(b) => {
+                            for (id, b) in b {
+                                buckets.entry(id).or_default().extend(b);
+                            }
+                        }
+                        Err(e) => warnings.push(format!(
                             "speed layer unavailable, showing batch data only: {e}"
-                        ));
-                        break;
+                        )),
                     }
                 }
-            }
+                (buckets, warnings)
+            })
+            .collect();
+        let mut per_series: HashMap<u64, Vec<Bucket>> = HashMap::new();
+        let mut results = futures::stream::iter(per_metric).buffer_unordered(CONCURRENT_METRICS);
+        while let Some((buckets, warnings)) = results.next().await {
+            per_series.extend(buckets);
+            fetched.warnings.extend(warnings);
         }
         for s in series {
             let mut b = per_series.remove(&s.series_id).unwrap_or_default();
@@ -315,7 +362,7 @@ fn ceil_to(v: i64, unit: i64) -> i64 {
 pub type Ranges = Vec<(i64, i64)>;
 
 /// Splits `[lo, hi)` into the ranges of covered hours (batch) and the rest (speed).
-pub fn split(covered: &std::collections::BTreeMap<i64, i64>, lo: i64, hi: i64) -> (Ranges, Ranges) {
+pub fn split<T>(covered: &BTreeMap<i64, T>, lo: i64, hi: i64) -> (Ranges, Ranges) {
     let first_hour = lo.div_euclid(HOUR_MS) * HOUR_MS;
     let batch: Vec<(i64, i64)> = covered
         .range(first_hour..hi)
@@ -340,7 +387,6 @@ pub fn split(covered: &std::collections::BTreeMap<i64, i64>, lo: i64, hi: i64) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     const H: i64 = HOUR_MS;
 
     #[test]
@@ -350,7 +396,7 @@ mod tests {
         let (batch, speed) = split(&covered, H / 2, 6 * H);
         assert_eq!(batch, vec![(H, 3 * H), (4 * H, 5 * H)]);
         assert_eq!(speed, vec![(H / 2, H), (3 * H, 4 * H), (5 * H, 6 * H)]);
-        let (batch, speed) = split(&BTreeMap::new(), 0, H);
+        let (batch, speed) = split(&BTreeMap::<i64, i64>::new(), 0, H);
         assert!(batch.is_empty());
         assert_eq!(speed, vec![(0, H)]);
         // A range inside one covered hour.

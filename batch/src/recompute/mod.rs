@@ -4,20 +4,20 @@
 //! `sql/datafusion/dedup.sql` and `labels.sql` read the range of `events` once (duplicates
 //! removed by event_id) into memory; per tier, `rollup.sql` computes the exact statistics and
 //! `sketch.sql` the mergeable sketch ([`sketch_columns`] pairs them); each tier's result
-//! replaces that range of its table in ONE Delta commit
-//! (`replace_where` on `start_ms`), so readers never see half a recompute. The commit records what
-//! it covers — range and archive version — in its commit info under `strata.recompute`, from which
-//! the serving layer can compute its time boundary.
+//! replaces that range of its table in ONE Delta commit ([`commit`]: `replace_where` on
+//! `start_ms`), so readers never see half a recompute — unless a recompute from a newer archive
+//! version already wrote an hour, which is then left alone. The commit records what it covers —
+//! range, hours and archive version — in its commit info under `strata.recompute`, from which
+//! [`crate::coverage`] folds the coverage and the serving layer its time boundary.
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
-use deltalake::protocol::SaveMode;
 use deltalake::DeltaTableError;
 use strata_shared::Config;
 
 use crate::archive::writer::{open_table, EVENTS_TABLE};
 
+pub mod commit;
 mod sketch_columns;
 
 /// The range's events without duplicates (becomes the in-memory table `deduped`), compiled in.
@@ -30,8 +30,6 @@ pub const ROLLUP_SQL: &str = include_str!("../../../sql/datafusion/rollup.sql");
 pub const SKETCH_SQL: &str = include_str!("../../../sql/datafusion/sketch.sql");
 
 const HOUR_MS: i64 = 3_600_000;
-/// Attempts per tier when concurrent recomputes keep winning the commit race.
-const MAX_ATTEMPTS: u32 = 5;
 
 /// A stored rollup tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +76,9 @@ pub enum RecomputeError {
     /// The rollup query failed.
     #[error("query: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
+    /// The coverage record could not be read.
+    #[error("coverage: {0}")]
+    Coverage(#[from] crate::coverage::SummaryError),
     /// The query's rows could not be assembled (a bug, or a changed SQL file).
     #[error("assembling rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -94,6 +95,9 @@ pub struct Report {
     pub archive_version: i64,
     /// Rows written per tier, in [`Tier::ALL`] order.
     pub rows: [usize; 2],
+    /// Hours not written (per tier) because a recompute from a newer archive version had
+    /// written them.
+    pub skipped: [Vec<i64>; 2],
 }
 
 /// The dedup SQL for a range.
@@ -142,16 +146,18 @@ impl Phase {
     pub const COUNT: u64 = 5;
 }
 
-/// Recomputes both tiers over `[from_ms, to_ms)` (whole hours).
+/// Recomputes both tiers over `[from_ms, to_ms)` (whole hours) from the newest archive.
 pub async fn recompute(cfg: &Config, from_ms: i64, to_ms: i64) -> Result<Report, RecomputeError> {
-    recompute_with_progress(cfg, from_ms, to_ms, |_| {}).await
+    recompute_with_progress(cfg, from_ms, to_ms, None, |_| {}).await
 }
 
-/// [`recompute`], calling `progress` as each [`Phase`] starts.
+/// [`recompute`] from the archive as of `archive_version` (the newest when `None`), calling
+/// `progress` as each [`Phase`] starts.
 pub async fn recompute_with_progress(
     cfg: &Config,
     from_ms: i64,
     to_ms: i64,
+    archive_version: Option<i64>,
     mut progress: impl FnMut(Phase),
 ) -> Result<Report, RecomputeError> {
     if from_ms % HOUR_MS != 0 || to_ms % HOUR_MS != 0 || to_ms <= from_ms {
@@ -160,7 +166,11 @@ pub async fn recompute_with_progress(
         )));
     }
     let mut events = open_table(cfg, EVENTS_TABLE).await?;
-    match events.load().await {
+    let loaded = match archive_version {
+        Some(v) => events.load_version(u64::try_from(v).unwrap_or(0)).await,
+        None => events.load().await,
+    };
+    match loaded {
         Ok(()) => {}
         Err(DeltaTableError::NotATable(_)) => return Err(RecomputeError::NoArchive),
         Err(e) => return Err(e.into()),
@@ -178,9 +188,8 @@ pub async fn recompute_with_progress(
     tracing::info!(took = ?started.elapsed(), "read and deduplicated the range");
 
     let mut rows = [0usize; 2];
+    let mut skipped: [Vec<i64>; 2] = Default::default();
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
-        // Another recompute may commit to the same table first (overlapping jobs): ours then
-        // loses the race with a commit conflict and is simply run again on the newer table.
         progress(Phase::Query(tier));
         let t = std::time::Instant::now();
         let df = ctx.sql(&tier_sql(tier)).await?;
@@ -194,36 +203,18 @@ pub async fn recompute_with_progress(
         let stats_took = t.elapsed();
         let sketches: Vec<RecordBatch> = ctx.sql(&sketch_sql(tier)).await?.collect().await?;
         let batches = sketch_columns::attach(stats, &sketches)?;
-        rows[i] = batches.iter().map(RecordBatch::num_rows).sum();
         let sketch_took = t.elapsed() - stats_took;
         progress(Phase::Commit(tier));
         let t = std::time::Instant::now();
-        // Another recompute may commit to the same table first (overlapping jobs): ours then
-        // loses the race with a commit conflict and commits again on the newer table version
-        // (the rows, computed from this archive version, stay the same).
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let committed =
-                replace_range(cfg, tier, from_ms, to_ms, archive_version, batches.clone()).await;
-            match committed {
-                Err(RecomputeError::Lake(DeltaTableError::Transaction { source }))
-                    if attempt < MAX_ATTEMPTS
-                        && matches!(source, TransactionError::CommitConflict(_)) =>
-                {
-                    tracing::info!(
-                        table = tier.table(),
-                        attempt,
-                        "a concurrent recompute committed first; retrying"
-                    );
-                }
-                other => break other?,
-            }
-        }
+        let done =
+            commit::commit_tier(cfg, tier, (from_ms, to_ms), archive_version, &batches).await?;
+        rows[i] = done.rows;
+        skipped[i] = done.skipped;
         let commit_took = t.elapsed();
         tracing::info!(
             table = tier.table(),
             rows = rows[i],
+            skipped_hours = skipped[i].len(),
             ?stats_took,
             ?sketch_took,
             ?commit_took,
@@ -235,6 +226,7 @@ pub async fn recompute_with_progress(
         to_ms,
         archive_version,
         rows,
+        skipped,
     })
 }
 
@@ -270,39 +262,6 @@ async fn first_row_per_series(
         schema,
         vec![kept],
     )?)
-}
-
-/// Replaces `[from_ms, to_ms)` of the tier's table with `batches`, in one commit.
-async fn replace_range(
-    cfg: &Config,
-    tier: Tier,
-    from_ms: i64,
-    to_ms: i64,
-    archive_version: i64,
-    batches: Vec<RecordBatch>,
-) -> Result<(), RecomputeError> {
-    let mut table = open_table(cfg, tier.table()).await?;
-    let exists = match table.load().await {
-        Ok(()) => true,
-        Err(DeltaTableError::NotATable(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
-    let coverage = serde_json::json!({ "from_ms": from_ms, "to_ms": to_ms, "archive_version": archive_version });
-    let props =
-        CommitProperties::default().with_metadata([("strata.recompute".to_owned(), coverage)]);
-    let mut write = table
-        .write(batches)
-        .with_partition_columns(["event_date"])
-        .with_commit_properties(props);
-    write = if exists {
-        write
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(format!("start_ms >= {from_ms} AND start_ms < {to_ms}").as_str())
-    } else {
-        write.with_save_mode(SaveMode::Append)
-    };
-    write.await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -37,7 +37,10 @@ pub async fn metrics(State(state): State<AppState>, p: Params) -> ApiResult<serd
     let _t = state.metrics.time("json_metrics");
     let end = p.time_or("end", now_ms())?;
     let start = p.time_or("start", end - 86_400_000)?;
-    let (series, warnings) = state.engine.series(|_| true, start, end + 1).await;
+    let (series, warnings) = state
+        .engine
+        .series(&state.engine.view(), |_| true, start, end + 1)
+        .await;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &series {
         *counts.entry(&s.metric).or_default() += 1;
@@ -51,7 +54,7 @@ pub async fn metrics(State(state): State<AppState>, p: Params) -> ApiResult<serd
         })
         .collect();
     Ok(Success::new(
-        json!({"metrics": list, "boundary_ms": state.engine.boundary().await}),
+        json!({"metrics": list, "boundary_ms": state.engine.boundary()}),
         warnings,
     ))
 }
@@ -69,7 +72,10 @@ pub async fn metric_series(
     let end = p.time_or("end", now_ms())?;
     let start = p.time_or("start", end - 86_400_000)?;
     let base = exposed_base(&name);
-    let (series, warnings) = state.engine.series(|b| b == base, start, end + 1).await;
+    let (series, warnings) = state
+        .engine
+        .series(&state.engine.view(), |b| b == base, start, end + 1)
+        .await;
     let list: Vec<serde_json::Value> = series
         .iter()
         .filter(|s| s.metric == name)
@@ -173,9 +179,10 @@ pub async fn timeseries(State(state): State<AppState>, p: Params) -> ApiResult<s
             .filter_map(|(k, v)| k.strip_prefix("tag.").map(|k| (k.to_owned(), v.clone())))
             .collect();
     let base = exposed_base(&metric);
+    let view = state.engine.view();
     let (series, mut warnings) = state
         .engine
-        .series(|b| b == base, start - step - 60_000, end + 1)
+        .series(&view, |b| b == base, start - step - 60_000, end + 1)
         .await;
     let series: Vec<Arc<SeriesInfo>> = series
         .into_iter()
@@ -205,7 +212,7 @@ pub async fn timeseries(State(state): State<AppState>, p: Params) -> ApiResult<s
     };
     let fetched = state
         .engine
-        .fetch(&series, &steps, (step, step), false, need)
+        .fetch(&view, &series, &steps, (step, step), false, need)
         .await;
     warnings.extend(fetched.warnings);
     state.metrics.observe_merge(&fetched.provenance);
@@ -243,7 +250,7 @@ pub async fn timeseries(State(state): State<AppState>, p: Params) -> ApiResult<s
             "metric": metric,
             "stats": stat_names,
             "step_ms": step,
-            "boundary_ms": state.engine.boundary().await,
+            "boundary_ms": view.boundary(),
             "provenance": merge_provenance(fetched.provenance),
             "series": out,
         }),

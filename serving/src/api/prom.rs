@@ -151,7 +151,20 @@ pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<
         )));
     }
     let steps: Vec<i64> = (0..points).map(|k| start + k * step).collect();
-    let (value, steps, warnings) = evaluate(&state, &p, q, steps, step).await?;
+    let expr = parse(q)?;
+    let limit = deadline(&state, &p)?;
+    let answer =
+        match tokio::time::timeout(limit, state.results.range((q, &expr), &steps, step)).await {
+            Ok(a) => a?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorType::Timeout,
+                    format!("query timed out in expression evaluation after {limit:?}"),
+                ))
+            }
+        };
+    state.metrics.observe_merge(&answer.provenance);
+    let (value, warnings) = (answer.value, answer.warnings);
     let series = |labels: &Labels, values: &[Option<f64>]| {
         let points: Vec<Sample> = steps
             .iter()
@@ -267,7 +280,7 @@ pub async fn metadata(State(state): State<AppState>, p: Params) -> ApiResult<Jso
     let end = now_ms();
     let (names, warnings) = state
         .engine
-        .metric_names(end - 30 * 86_400_000, end + 1)
+        .metric_names(&state.engine.view(), end - 30 * 86_400_000, end + 1)
         .await;
     let only = p.get("metric");
     let mut out = serde_json::Map::new();

@@ -14,12 +14,14 @@ mod select;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
 use strata_shared::config::ServingConfig;
 
 use crate::merge::{Engine, Provenance};
 use crate::series::Labels;
+use crate::source::batch::View;
 
 /// One series of an instant vector, at every point of the query.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +44,7 @@ pub enum Value {
 }
 
 /// Why a query could not be answered.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum EvalError {
     /// The query is wrong or uses what Strata does not evaluate (the client's fault).
     #[error("{0}")]
@@ -55,6 +57,8 @@ pub enum EvalError {
 /// The points of a query and what evaluation has learnt on the way.
 pub struct Evaluator<'a> {
     engine: &'a Engine,
+    /// The batch views every part of the evaluation reads (one refresh's picture).
+    view: Arc<View>,
     limits: &'a ServingConfig,
     /// Evaluation times (Unix ms), sorted.
     pub steps: Vec<i64>,
@@ -71,15 +75,27 @@ type BoxFut<'b, T> = Pin<Box<dyn Future<Output = T> + Send + 'b>>;
 
 impl<'a> Evaluator<'a> {
     /// An evaluator for points `steps` spaced `step_ms` apart (for an instant query: one point
-    /// and a one-minute window).
+    /// and a one-minute window), over the current batch views.
     pub fn new(
         engine: &'a Engine,
         limits: &'a ServingConfig,
         steps: Vec<i64>,
         step_ms: i64,
     ) -> Self {
+        Self::with_view(engine, engine.view(), limits, steps, step_ms)
+    }
+
+    /// [`Evaluator::new`] over the batch views as of `view`.
+    pub fn with_view(
+        engine: &'a Engine,
+        view: Arc<View>,
+        limits: &'a ServingConfig,
+        steps: Vec<i64>,
+        step_ms: i64,
+    ) -> Self {
         Self {
             engine,
+            view,
             limits,
             steps,
             step_ms,

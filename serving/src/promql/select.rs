@@ -78,7 +78,7 @@ impl Evaluator<'_> {
         let wanted: BTreeSet<(String, Stat)> = match &vs.name {
             Some(name) => readings(name).into_iter().collect(),
             None => {
-                let (names, warnings) = self.engine.metric_names(from, to).await;
+                let (names, warnings) = self.engine.metric_names(&self.view, from, to).await;
                 self.warnings.extend(warnings);
                 let mut out = BTreeSet::new();
                 for m in names {
@@ -93,7 +93,10 @@ impl Evaluator<'_> {
             }
         };
         let bases: BTreeSet<&str> = wanted.iter().map(|(b, _)| b.as_str()).collect();
-        let (series, warnings) = self.engine.series(|b| bases.contains(b), from, to).await;
+        let (series, warnings) = self
+            .engine
+            .series(&self.view, |b| bases.contains(b), from, to)
+            .await;
         self.warnings.extend(warnings);
         let mut out = Vec::new();
         for s in series {
@@ -159,7 +162,7 @@ impl Evaluator<'_> {
         let need = need_of(&chosen);
         let fetched = self
             .engine
-            .fetch(&stored, &self.steps, (step, step), false, need)
+            .fetch(&self.view, &stored, &self.steps, (step, step), false, need)
             .await;
         self.warnings.extend(fetched.warnings);
         self.provenance.extend(fetched.provenance);
@@ -194,7 +197,14 @@ impl Evaluator<'_> {
         let need = need_of(&chosen);
         let fetched = self
             .engine
-            .fetch(&stored, &self.steps, (self.step_ms, range_ms), true, need)
+            .fetch(
+                &self.view,
+                &stored,
+                &self.steps,
+                (self.step_ms, range_ms),
+                true,
+                need,
+            )
             .await;
         self.warnings.extend(fetched.warnings);
         self.provenance.extend(fetched.provenance);

@@ -3,6 +3,13 @@
 //!
 //! Every value from a request travels as a bound parameter (`?`, escaped by the client) or as an
 //! integer the program computed; no user text is spliced into SQL.
+//!
+//! The table's key is `(metric_name, series_id, minute)` and its partitions are ingest days, so a
+//! condition on `minute` alone reads every partition of the retention. An event is accepted only
+//! up to `validation.max_future` ahead of the clock that ingests it, so rows of minute `m` sit in
+//! partitions of days from `m − max_future` on: every query also bounds `ingest_day` from below,
+//! and reads only the partitions since its range began. Every query carries ClickHouse's own
+//! `max_execution_time`, so a query the client gave up on does not go on running there.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,6 +38,7 @@ pub enum SpeedError {
 pub struct SpeedSource {
     client: clickhouse::Client,
     timeout: std::time::Duration,
+    max_future_ms: i64,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -53,8 +61,20 @@ struct WindowRow {
     qs: Vec<f64>,
 }
 
+/// `ingest_day >= … AND ((minute >= a AND minute < b) OR …)` for ms ranges (integers only).
+fn ranges_sql(ranges: &[(i64, i64)], max_future_ms: i64) -> String {
+    let Some(first) = ranges.iter().map(|r| r.0).min() else {
+        return "0".into();
+    };
+    format!(
+        "ingest_day >= toDate(toDateTime({})) AND {}",
+        (first - max_future_ms).div_euclid(1000).max(0),
+        minutes_sql(ranges)
+    )
+}
+
 /// `(minute >= a AND minute < b) OR …` for ms ranges (integers only).
-fn ranges_sql(ranges: &[(i64, i64)]) -> String {
+fn minutes_sql(ranges: &[(i64, i64)]) -> String {
     let parts: Vec<String> = ranges
         .iter()
         .map(|(a, b)| {
@@ -73,11 +93,14 @@ fn ranges_sql(ranges: &[(i64, i64)]) -> String {
 }
 
 impl SpeedSource {
-    /// A source reading `clickhouse.database`.
-    pub fn new(cfg: &ClickHouseConfig) -> Self {
+    /// A source reading `clickhouse.database`; `max_future` is `validation.max_future`.
+    pub fn new(cfg: &ClickHouseConfig, max_future: std::time::Duration) -> Self {
+        let secs = cfg.request_timeout.as_secs().max(1);
         Self {
-            client: strata_shared::clickhouse::client(cfg),
+            client: strata_shared::clickhouse::client(cfg)
+                .with_setting("max_execution_time", secs.to_string()),
             timeout: cfg.request_timeout,
+            max_future_ms: max_future.as_millis() as i64,
         }
     }
 
@@ -92,16 +115,19 @@ impl SpeedSource {
         }
     }
 
-    /// Metric names with data in `[from_ms, to_ms)`.
-    pub async fn metric_names(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, SpeedError> {
+    /// Metric names with data in `ranges` (ms).
+    pub async fn metric_names(&self, ranges: &[(i64, i64)]) -> Result<Vec<String>, SpeedError> {
         #[derive(clickhouse::Row, Deserialize)]
         struct Name {
             metric_name: String,
         }
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows: Vec<Name> = self
             .fetch(self.client.query(&format!(
                 "SELECT DISTINCT metric_name FROM {TABLE} WHERE metric_name != '' AND {}",
-                ranges_sql(&[(from_ms, to_ms)])
+                ranges_sql(ranges, self.max_future_ms)
             )))
             .await?;
         Ok(rows.into_iter().map(|r| r.metric_name).collect())
@@ -116,7 +142,7 @@ impl SpeedSource {
         let mut sql = format!(
             "SELECT metric_name, series_id, any(source) AS source, any(tag_keys) AS tag_keys, \
              any(tag_values) AS tag_values FROM {TABLE} WHERE metric_name != '' AND {}",
-            ranges_sql(ranges)
+            ranges_sql(ranges, self.max_future_ms)
         );
         if let Some(m) = metrics {
             if m.is_empty() {
@@ -175,7 +201,7 @@ impl SpeedSource {
              FROM {TABLE} WHERE metric_name = ? AND series_id IN ({}) AND {} \
              GROUP BY series_id, k",
             ids.join(","),
-            ranges_sql(ranges)
+            ranges_sql(ranges, self.max_future_ms)
         );
         let rows: Vec<WindowRow> = self.fetch(self.client.query(&sql).bind(metric)).await?;
         let mut out: HashMap<u64, Vec<Bucket>> = HashMap::new();
@@ -225,10 +251,25 @@ mod tests {
 
     #[test]
     fn ranges_become_integer_conditions() {
-        assert_eq!(ranges_sql(&[]), "0");
+        assert_eq!(ranges_sql(&[], 0), "0");
         assert_eq!(
-            ranges_sql(&[(60_000, 120_000)]),
-            "((minute >= toDateTime(60) AND minute < toDateTime(120)))"
+            ranges_sql(&[(60_000, 120_000)], 0),
+            "ingest_day >= toDate(toDateTime(60)) AND \
+             ((minute >= toDateTime(60) AND minute < toDateTime(120)))"
+        );
+    }
+
+    #[test]
+    fn partitions_before_the_range_are_skipped_allowing_for_future_timestamps() {
+        // A range starting at day 10 reads ingest days from 10 minutes before it on.
+        let day = 86_400_000;
+        let sql = ranges_sql(&[(12 * day, 13 * day), (10 * day, 11 * day)], 600_000);
+        assert!(
+            sql.starts_with(&format!(
+                "ingest_day >= toDate(toDateTime({})) AND",
+                (10 * day - 600_000) / 1000
+            )),
+            "{sql}"
         );
     }
 }

@@ -37,6 +37,11 @@ pub struct ServingConfig {
     /// How often the batch coverage (and so the time boundary) is re-read from the lake.
     #[serde(with = "humantime_serde")]
     pub coverage_refresh: Duration,
+    /// Bytes of batch-view rows kept in memory (blocks read from the lake, least recently used
+    /// out first). Sets most of a replica's memory, whatever the history holds.
+    pub block_cache_bytes: u64,
+    /// Bytes of query results kept for step-aligned windows below the time boundary (0: off).
+    pub results_cache_bytes: u64,
 }
 
 impl Default for ServingConfig {
@@ -53,6 +58,8 @@ impl Default for ServingConfig {
             sql_timeout: Duration::from_secs(60),
             max_body_bytes: 1 << 20,
             coverage_refresh: Duration::from_secs(5),
+            block_cache_bytes: 64 << 20,
+            results_cache_bytes: 16 << 20,
         }
     }
 }
@@ -105,6 +112,18 @@ impl ServingConfig {
             if d < Duration::from_millis(100) {
                 return Err(ConfigError::key(key, "must be at least 100ms"));
             }
+        }
+        if !(1 << 20..=1 << 40).contains(&self.block_cache_bytes) {
+            return Err(ConfigError::key(
+                "serving.block_cache_bytes",
+                "must be between 1 MiB and 1 TiB",
+            ));
+        }
+        if self.results_cache_bytes > 1 << 40 {
+            return Err(ConfigError::key(
+                "serving.results_cache_bytes",
+                "must be at most 1 TiB (0 turns the results cache off)",
+            ));
         }
         if !(1024..=256 << 20).contains(&self.max_body_bytes) {
             return Err(ConfigError::key(

@@ -1,0 +1,280 @@
+//! Committing a tier's rows: replace the hours of the range in ONE Delta commit, unless a
+//! recompute from a newer archive version already wrote them.
+//!
+//! The protocol, per tier:
+//! 1. load the table (version N) and its [`Coverage`] (hour → the recompute that last wrote it);
+//! 2. keep the hours whose last recompute is not newer than ours (same archive version: same
+//!    rows, written again); none left → nothing to do, a newer recompute covers the range;
+//! 3. commit those hours' rows with `replace_where` on their start times, one Delta transaction
+//!    action per hour (`strata-recompute-<hour ms>` = archive version) and the commit info
+//!    `strata.recompute` naming the hours;
+//! 4. a commit conflict means another commit landed after N: go back to 1. Two recomputes of one
+//!    hour always conflict (same transaction app id), so the check of step 2 is never stale.
+//!
+//! Rows are written sorted by (metric_name, series_id, start_ms), in row groups small enough for
+//! a reader of one metric to skip the others by their statistics (page indexes are on: the
+//! Parquet writer's default).
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{
+    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
+};
+use arrow::datatypes::{DataType, Int64Type};
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use deltalake::kernel::Transaction;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTableError;
+use std::collections::BTreeSet;
+use strata_shared::Config;
+
+use super::{RecomputeError, Tier, HOUR_MS};
+use crate::archive::writer::open_table;
+use crate::coverage::{self, Coverage, RecomputeInfo};
+
+/// Attempts per tier when concurrent commits keep winning the race.
+const MAX_ATTEMPTS: u32 = 10;
+/// Rows per Parquet row group of a rollup file: a metric's rows can be found without reading
+/// the others.
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The transaction app id that names an hour of a recompute.
+pub fn hour_app_id(hour_ms: i64) -> String {
+    format!("strata-recompute-{hour_ms}")
+}
+
+/// What committing a tier did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Hours written.
+    pub written: Vec<i64>,
+    /// Hours left alone: a recompute from a newer archive version had written them.
+    pub skipped: Vec<i64>,
+    /// Rows written.
+    pub rows: usize,
+}
+
+/// Hours of `[from_ms, to_ms)` that a recompute from `archive_version` may write.
+pub fn writable_hours(
+    coverage: &Coverage,
+    from_ms: i64,
+    to_ms: i64,
+    archive_version: i64,
+) -> (Vec<i64>, Vec<i64>) {
+    (from_ms..to_ms).step_by(HOUR_MS as usize).partition(|h| {
+        coverage
+            .hours
+            .get(h)
+            .is_none_or(|c| c.archive_version <= archive_version)
+    })
+}
+
+/// Commits the tier's rows of `[from_ms, to_ms)` computed from `archive_version`.
+pub async fn commit_tier(
+    cfg: &Config,
+    tier: Tier,
+    (from_ms, to_ms): (i64, i64),
+    archive_version: i64,
+    batches: &[RecordBatch],
+) -> Result<Committed, RecomputeError> {
+    let sorted = sort_rows(batches)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut table = open_table(cfg, tier.table()).await?;
+        let exists = match table.load().await {
+            Ok(()) => true,
+            Err(DeltaTableError::NotATable(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let covered = if exists {
+            coverage::coverage(cfg, tier).await?.state
+        } else {
+            Coverage::default()
+        };
+        let (written, skipped) = writable_hours(&covered, from_ms, to_ms, archive_version);
+        if written.is_empty() {
+            tracing::info!(
+                table = tier.table(),
+                archive_version,
+                "a recompute from a newer archive version covers the range; nothing written"
+            );
+            return Ok(Committed {
+                written,
+                skipped,
+                rows: 0,
+            });
+        }
+        let rows = only_hours(&sorted, &written)?;
+        let n = rows.num_rows();
+        let info = RecomputeInfo {
+            from_ms,
+            to_ms,
+            archive_version,
+            hours: Some(written.clone()),
+        };
+        let props = CommitProperties::default()
+            .with_metadata([(
+                "strata.recompute".to_owned(),
+                serde_json::to_value(&info).expect("serialises"),
+            )])
+            .with_application_transactions(
+                written
+                    .iter()
+                    .map(|h| Transaction::new(hour_app_id(*h), archive_version))
+                    .collect(),
+            );
+        let writer = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let mut write = table
+            .write(vec![rows])
+            .with_partition_columns(["event_date"])
+            .with_writer_properties(writer)
+            .with_commit_properties(props);
+        write = if exists {
+            write
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(replace_predicate(&written).as_str())
+        } else {
+            write.with_save_mode(SaveMode::Append)
+        };
+        match write.await {
+            Ok(_) => {
+                if let Err(e) = coverage::summarise(cfg, tier).await {
+                    tracing::warn!(table = tier.table(), error = %e, "coverage summary not stored");
+                }
+                return Ok(Committed {
+                    written,
+                    skipped,
+                    rows: n,
+                });
+            }
+            Err(DeltaTableError::Transaction { source })
+                if attempt < MAX_ATTEMPTS && is_conflict(&source) =>
+            {
+                tracing::info!(
+                    table = tier.table(),
+                    attempt,
+                    "another commit landed first; checking coverage again"
+                );
+            }
+            // A table created by a concurrent first recompute: load it and replace.
+            Err(DeltaTableError::VersionAlreadyExists(_)) if attempt < MAX_ATTEMPTS && !exists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn is_conflict(e: &TransactionError) -> bool {
+    matches!(
+        e,
+        TransactionError::CommitConflict(_) | TransactionError::VersionAlreadyExists(_)
+    )
+}
+
+/// `start_ms` inside any of the hours (contiguous hours merged into one range).
+fn replace_predicate(hours: &[i64]) -> String {
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &h in hours {
+        match ranges.last_mut() {
+            Some((_, to)) if *to == h => *to += HOUR_MS,
+            _ => ranges.push((h, h + HOUR_MS)),
+        }
+    }
+    ranges
+        .iter()
+        .map(|(a, b)| format!("(start_ms >= {a} AND start_ms < {b})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// All rows in one batch, sorted by (metric_name, series_id, start_ms).
+fn sort_rows(batches: &[RecordBatch]) -> Result<RecordBatch, RecomputeError> {
+    let schema = batches
+        .first()
+        .map(RecordBatch::schema)
+        .ok_or_else(|| RecomputeError::Range("no rows and no schema to write".into()))?;
+    let all = concat_batches(&schema, batches)?;
+    if all.num_rows() < 2 {
+        return Ok(all);
+    }
+    let column = |name: &str| -> Result<SortColumn, RecomputeError> {
+        let values = all
+            .column_by_name(name)
+            .ok_or_else(|| RecomputeError::Range(format!("rollup rows have no column {name}")))?
+            .clone();
+        Ok(SortColumn {
+            values,
+            options: None,
+        })
+    };
+    let order = lexsort_to_indices(
+        &[
+            column("metric_name")?,
+            column("series_id")?,
+            column("start_ms")?,
+        ],
+        None,
+    )?;
+    Ok(take_record_batch(&all, &order)?)
+}
+
+/// The rows whose bucket starts in one of `hours`.
+fn only_hours(rows: &RecordBatch, hours: &[i64]) -> Result<RecordBatch, RecomputeError> {
+    let start = arrow::compute::cast(
+        rows.column_by_name("start_ms")
+            .ok_or_else(|| RecomputeError::Range("rollup rows have no start_ms".into()))?,
+        &DataType::Int64,
+    )?;
+    let start = start.as_primitive::<Int64Type>();
+    let set: BTreeSet<i64> = hours.iter().copied().collect();
+    let keep: BooleanArray = (0..start.len())
+        .map(|i| Some(set.contains(&(start.value(i).div_euclid(HOUR_MS) * HOUR_MS))))
+        .collect();
+    Ok(filter_record_batch(rows, &keep)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coverage::Cover;
+
+    #[test]
+    fn a_newer_recompute_keeps_its_hours() {
+        let h = HOUR_MS;
+        let mut c = Coverage::default();
+        c.hours.insert(
+            h,
+            Cover {
+                archive_version: 7,
+                table_version: 3,
+            },
+        );
+        c.hours.insert(
+            2 * h,
+            Cover {
+                archive_version: 5,
+                table_version: 2,
+            },
+        );
+        // From archive version 5: hour 1 belongs to a newer recompute; hour 2 (same version)
+        // and hour 0 (never covered) are written.
+        assert_eq!(writable_hours(&c, 0, 3 * h, 5), (vec![0, 2 * h], vec![h]));
+        assert_eq!(writable_hours(&c, h, 2 * h, 8), (vec![h], vec![]));
+    }
+
+    #[test]
+    fn contiguous_hours_make_one_range() {
+        let h = HOUR_MS;
+        assert_eq!(
+            replace_predicate(&[0, h, 3 * h]),
+            format!(
+                "(start_ms >= 0 AND start_ms < {}) OR (start_ms >= {} AND start_ms < {})",
+                2 * h,
+                3 * h,
+                4 * h
+            )
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! Range queries in step-aligned windows, with the windows the batch views answer whole kept in
+//! a results cache (as Thanos' and Mimir's query-frontend do).
+//!
+//! A range query's points `start + k·step` fall into windows of [`window_steps`] points aligned
+//! on absolute time (so queries with other starts, as Grafana sends on every refresh, share
+//! them). Evaluating a point reads rows from `t − lookback` to `t` (the widest range selector or
+//! the step, plus the minute the bucket ends in); a window whose points read only hours the
+//! batch views cover cannot change until one of those hours is recomputed, so it is evaluated
+//! whole, once, and kept under a key holding the query, the step, the window and a fingerprint of
+//! the recomputes of every hour it reads: a recompute of an hour makes exactly the windows that
+//! read it unreachable, and they age out of the byte-bounded cache. Nothing that reads an hour
+//! past the time boundary (or a hole) is kept; those points are evaluated together, and identical
+//! evaluations running at once (sixteen viewers of one dashboard) are done once.
+//!
+//! The parts are merged by label set; series come out sorted by labels, as Prometheus sorts a
+//! matrix, whichever way the points were evaluated.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use promql_parser::parser::Expr;
+use strata_shared::config::ServingConfig;
+
+use crate::cache::{Cache, Weigh};
+use crate::merge::{Engine, Provenance};
+use crate::promql::{EvalError, Evaluator, Series, Value};
+use crate::series::Labels;
+use crate::source::batch::View;
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+/// Target span of one cached window.
+const WINDOW_MS: i64 = 2 * HOUR_MS;
+
+/// An evaluated set of points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The value at each point.
+    pub value: Value,
+    /// Which layer answered which range.
+    pub provenance: Vec<Provenance>,
+    /// Problems that made the answer partial.
+    pub warnings: Vec<String>,
+}
+
+impl Weigh for Answer {
+    fn weight(&self) -> usize {
+        let labels = |l: &Labels| l.iter().map(|(k, v)| 64 + k.len() + v.len()).sum::<usize>();
+        std::mem::size_of::<Answer>()
+            + match &self.value {
+                Value::Scalar(v) => v.len() * 8,
+                Value::String(s) => s.len(),
+                Value::Vector(vs) => vs
+                    .iter()
+                    .map(|s| 48 + labels(&s.labels) + s.values.len() * 16)
+                    .sum(),
+            }
+            + self.provenance.len() * 24
+            + self.warnings.iter().map(String::len).sum::<usize>()
+    }
+}
+
+/// What a cached window is: the query, its step and points, and what the batch views held for
+/// every hour the points read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WindowKey {
+    query: Arc<str>,
+    step_ms: i64,
+    first_ms: i64,
+    points: usize,
+    data: u64,
+}
+
+/// The results cache and the sharing of evaluations under way.
+pub struct Results {
+    engine: Arc<Engine>,
+    limits: Arc<ServingConfig>,
+    cache: Cache<WindowKey, Answer, EvalError>,
+    /// Evaluations of points past the boundary, shared while they run, never kept.
+    live: Cache<WindowKey, Answer, EvalError>,
+    enabled: bool,
+}
+
+/// Points per cached window for a step: whole windows of about [`WINDOW_MS`].
+pub fn window_steps(step_ms: i64) -> i64 {
+    ((WINDOW_MS + step_ms - 1) / step_ms).max(1)
+}
+
+/// How far before a point its evaluation reads: the widest range selector or the step, plus the
+/// minute a bucket ends in. `None` for an expression that reads no data.
+pub fn lookback_ms(expr: &Expr, step_ms: i64) -> Option<i64> {
+    fn walk(e: &Expr, step_ms: i64, widest: &mut Option<i64>) {
+        let mut see = |r: i64| *widest = Some(widest.map_or(r, |w: i64| w.max(r)));
+        match e {
+            Expr::VectorSelector(_) => see(step_ms.max(MINUTE_MS)),
+            Expr::MatrixSelector(m) => see((m.range.as_millis() as i64).max(step_ms)),
+            Expr::Aggregate(a) => {
+                walk(&a.expr, step_ms, widest);
+                if let Some(p) = &a.param {
+                    walk(p, step_ms, widest);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, step_ms, widest),
+            Expr::Binary(b) => {
+                walk(&b.lhs, step_ms, widest);
+                walk(&b.rhs, step_ms, widest);
+            }
+            Expr::Paren(p) => walk(&p.expr, step_ms, widest),
+            Expr::Subquery(s) => walk(&s.expr, step_ms, widest),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, step_ms, widest)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    let mut widest = None;
+    walk(expr, step_ms, &mut widest);
+    widest.map(|w| w + MINUTE_MS)
+}
+
+/// The hours that points `first..=last` read.
+fn hours_read(first: i64, last: i64, lookback: i64) -> impl Iterator<Item = i64> {
+    let from = (first - lookback).div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (last - 1).div_euclid(HOUR_MS) * HOUR_MS;
+    (from..=to).step_by(HOUR_MS as usize)
+}
+
+impl Results {
+    /// Range queries over `engine` within `limits`, with a results cache of
+    /// `limits.results_cache_bytes` (0: evaluations are still shared, nothing is kept).
+    pub fn new(engine: Arc<Engine>, limits: ServingConfig) -> Self {
+        let bytes = limits.results_cache_bytes;
+        Self {
+            engine,
+            limits: Arc::new(limits),
+            cache: Cache::new(bytes as usize),
+            live: Cache::new(0),
+            enabled: bytes > 0,
+        }
+    }
+
+    /// Bytes held by the results cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// The results cache's counters.
+    pub fn cache_stats(&self) -> &crate::cache::Stats {
+        self.cache.stats()
+    }
+
+    /// Evaluates `expr` (the text `query`) at `steps` (`start + k·step_ms`, sorted).
+    pub async fn range(
+        &self,
+        (query, expr): (&str, &Expr),
+        steps: &[i64],
+        step_ms: i64,
+    ) -> Result<Answer, EvalError> {
+        let (engine, limits) = (&self.engine, &self.limits);
+        let view = engine.view();
+        let query: Arc<str> = Arc::from(query.trim());
+        let (Some(&start), Some(&end)) = (steps.first(), steps.last()) else {
+            return Ok(Answer {
+                value: Value::Vector(Vec::new()),
+                provenance: Vec::new(),
+                warnings: Vec::new(),
+            });
+        };
+        let Some(lookback) = lookback_ms(expr, step_ms).filter(|_| self.enabled) else {
+            let key = live_key(&query, step_ms, steps, &view);
+            let ans = self
+                .live
+                .get_or_load(
+                    key,
+                    evaluation(engine, limits, expr, &view, steps.to_vec(), step_ms),
+                )
+                .await
+                .map_err(|e| (*e).clone())?;
+            return Ok(sorted((*ans).clone()));
+        };
+        // Windows: runs of `k` points aligned on absolute time.
+        let k = window_steps(step_ms);
+        let phase = start.rem_euclid(step_ms);
+        let window_of = |t: i64| (t - phase).div_euclid(step_ms * k);
+        let mut parts: Vec<(Vec<i64>, Option<WindowKey>)> = Vec::new();
+        let mut w = window_of(start);
+        while w <= window_of(end) {
+            let first = w * step_ms * k + phase;
+            let last = first + (k - 1) * step_ms;
+            let whole: Vec<i64> = (0..k).map(|i| first + i * step_ms).collect();
+            if view.covers(hours_read(first, last, lookback)) {
+                let key = WindowKey {
+                    query: query.clone(),
+                    step_ms,
+                    first_ms: first,
+                    points: k as usize,
+                    data: view.fingerprint(hours_read(first, last, lookback)),
+                };
+                parts.push((whole, Some(key)));
+            } else {
+                let wanted: Vec<i64> = whole
+                    .into_iter()
+                    .filter(|t| (start..=end).contains(t))
+                    .collect();
+                // Points that are not cacheable are evaluated together.
+                match parts.last_mut() {
+                    Some((pts, None)) => pts.extend(wanted),
+                    _ => parts.push((wanted, None)),
+                }
+            }
+            w += 1;
+        }
+        let mut answers = Vec::with_capacity(parts.len());
+        for (points, key) in parts {
+            let (key, cache) = match key {
+                Some(key) => (key, &self.cache),
+                None => (live_key(&query, step_ms, &points, &view), &self.live),
+            };
+            let load = evaluation(engine, limits, expr, &view, points.clone(), step_ms);
+            let ans = cache
+                .get_or_load(key, load)
+                .await
+                .map_err(|e| (*e).clone())?;
+            answers.push((points, ans));
+        }
+        Ok(merge(steps, answers))
+    }
+}
+
+fn live_key(query: &Arc<str>, step_ms: i64, points: &[i64], view: &View) -> WindowKey {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(2);
+    for v in view.versions() {
+        h.update(&v.unwrap_or(-1).to_le_bytes());
+    }
+    WindowKey {
+        query: query.clone(),
+        step_ms,
+        first_ms: points.first().copied().unwrap_or(0),
+        points: points.len(),
+        data: h.digest(),
+    }
+}
+
+/// The evaluation of `points`, as a future the caches can share.
+fn evaluation(
+    engine: &Arc<Engine>,
+    limits: &Arc<ServingConfig>,
+    expr: &Expr,
+    view: &Arc<View>,
+    points: Vec<i64>,
+    step_ms: i64,
+) -> impl FnOnce() -> futures::future::BoxFuture<'static, Result<Answer, EvalError>> {
+    let (engine, limits, expr, view) = (engine.clone(), limits.clone(), expr.clone(), view.clone());
+    move || {
+        Box::pin(async move {
+            let mut ev = Evaluator::with_view(&engine, view, &limits, points, step_ms);
+            let value = ev.eval(&expr).await?;
+            let mut warnings = ev.warnings;
+            warnings.sort();
+            warnings.dedup();
+            Ok(Answer {
+                value,
+                provenance: ev.provenance,
+                warnings,
+            })
+        })
+    }
+}
+
+/// Series sorted by labels.
+fn sorted(mut a: Answer) -> Answer {
+    if let Value::Vector(vs) = &mut a.value {
+        vs.sort_by(|x, y| x.labels.cmp(&y.labels));
+    }
+    a
+}
+
+/// The parts' values at `steps`, merged by label set.
+fn merge(steps: &[i64], parts: Vec<(Vec<i64>, Arc<Answer>)>) -> Answer {
+    let index: BTreeMap<i64, usize> = steps.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let n = steps.len();
+    let mut provenance = Vec::new();
+    let mut warnings = Vec::new();
+    let mut scalar: Option<Vec<f64>> = None;
+    let mut string = None;
+    let mut vector: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+    for (points, ans) in &parts {
+        provenance.extend(ans.provenance.iter().cloned());
+        warnings.extend(ans.warnings.iter().cloned());
+        let at: Vec<Option<usize>> = points.iter().map(|t| index.get(t).copied()).collect();
+        match &ans.value {
+            Value::Scalar(v) => {
+                let out = scalar.get_or_insert_with(|| vec![f64::NAN; n]);
+                for (i, x) in at.iter().zip(v) {
+                    if let Some(i) = i {
+                        out[*i] = *x;
+                    }
+                }
+            }
+            Value::String(s) => string = Some(s.clone()),
+            Value::Vector(vs) => {
+                for s in vs {
+                    let out = vector
+                        .entry(s.labels.clone())
+                        .or_insert_with(|| vec![None; n]);
+                    for (i, x) in at.iter().zip(&s.values) {
+                        if let Some(i) = i {
+                            out[*i] = *x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    provenance.sort_by_key(|p| (p.from_ms, p.to_ms));
+    provenance.dedup();
+    warnings.sort();
+    warnings.dedup();
+    let value = if let Some(s) = string {
+        Value::String(s)
+    } else if let Some(v) = scalar {
+        Value::Scalar(v)
+    } else {
+        Value::Vector(
+            vector
+                .into_iter()
+                .filter(|(_, v)| v.iter().any(Option::is_some))
+                .map(|(labels, values)| Series { labels, values })
+                .collect(),
+        )
+    };
+    Answer {
+        value,
+        provenance,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expr(q: &str) -> Expr {
+        promql_parser::parser::parse(q).unwrap()
+    }
+
+    #[test]
+    fn the_lookback_is_the_widest_window_read() {
+        assert_eq!(lookback_ms(&expr("1 + 1"), 60_000), None);
+        assert_eq!(lookback_ms(&expr("m_count"), 60_000), Some(120_000));
+        assert_eq!(lookback_ms(&expr("m_count"), 600_000), Some(660_000));
+        assert_eq!(
+            lookback_ms(
+                &expr("sum by (a) (rate(m_count[11m])) / sum(m_sum)"),
+                60_000
+            ),
+            Some(12 * 60_000)
+        );
+        assert_eq!(
+            lookback_ms(&expr("topk(3, max_over_time(m_max[1h]))"), 300_000),
+            Some(HOUR_MS + 60_000)
+        );
+    }
+
+    #[test]
+    fn windows_are_aligned_on_absolute_time_and_read_whole_hours() {
+        assert_eq!(window_steps(60_000), 120);
+        assert_eq!(window_steps(600_000), 12);
+        assert_eq!(window_steps(7 * HOUR_MS), 1);
+        // Points 02:00..02:59 with a 5-minute lookback read hours 1 and 2.
+        let h: Vec<i64> = hours_read(2 * HOUR_MS, 3 * HOUR_MS - 60_000, 300_000).collect();
+        assert_eq!(h, vec![HOUR_MS, 2 * HOUR_MS]);
+        // A point exactly on the hour reads the hour before it only.
+        let h: Vec<i64> = hours_read(3 * HOUR_MS, 3 * HOUR_MS, 60_000).collect();
+        assert_eq!(h, vec![2 * HOUR_MS]);
+    }
+
+    fn series(l: &str, values: &[Option<f64>]) -> Series {
+        Series {
+            labels: Labels::from([("a".to_owned(), l.to_owned())]),
+            values: values.to_vec(),
+        }
+    }
+
+    #[test]
+    fn parts_merge_by_labels_onto_the_query_points() {
+        let steps = [10, 20, 30, 40];
+        // A cached window evaluated whole (points 0..=20, of which 10 and 20 are asked) and a
+        // live part (30, 40).
+        let cached = Answer {
+            value: Value::Vector(vec![
+                series("x", &[Some(0.0), Some(1.0), Some(2.0)]),
+                series("gone", &[Some(9.0), None, None]),
+            ]),
+            provenance: vec![],
+            warnings: vec![],
+        };
+        let live = Answer {
+            value: Value::Vector(vec![
+                series("y", &[Some(4.0), None]),
+                series("x", &[None, Some(3.0)]),
+            ]),
+            provenance: vec![],
+            warnings: vec!["w".into()],
+        };
+        let out = merge(
+            &steps,
+            vec![
+                (vec![0, 10, 20], Arc::new(cached)),
+                (vec![30, 40], Arc::new(live)),
+            ],
+        );
+        assert_eq!(
+            out.value,
+            Value::Vector(vec![
+                series("x", &[Some(1.0), Some(2.0), None, Some(3.0)]),
+                series("y", &[None, None, Some(4.0), None]),
+            ]),
+            "a series with no point in the query's range is dropped; the rest sorted by labels"
+        );
+        assert_eq!(out.warnings, vec!["w".to_owned()]);
+    }
+}

@@ -1,0 +1,513 @@
+//! Blocks: the unit in which batch-view rows are read from the lake and kept in the cache.
+//!
+//! A [`Rows`] block holds the rows of one metric in one tier over one span — an hour of
+//! `rollup_1m`, a day of `rollup_1h` — columnar and sorted by (series, start), so a series'
+//! rows are found by binary search. Counts, sums, minima and maxima are always there; the exact
+//! quantiles and the mergeable sketches only in a block read for a query that shows quantiles.
+//! An hour-tier block also carries each series' labels: it is the series directory of its
+//! metric and day. A [`Names`] block lists the metrics of one day, with the hours each has rows
+//! in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{cast, concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use strata_shared::sketch::Sketch;
+
+use super::BatchError;
+use crate::cache::Weigh;
+use crate::series::SeriesInfo;
+use crate::window::{Bucket, Layer};
+
+/// Columns a block reads (quantile columns only for [`Detail::Quantiles`]).
+pub const TOTALS: [&str; 6] = ["series_id", "start_ms", "count", "sum", "min", "max"];
+/// The quantile columns.
+pub const QUANTILES: [&str; 6] = ["p50", "p90", "p95", "p99", "sketch_keys", "sketch_counts"];
+/// The label columns (hour tier).
+pub const LABELS: [&str; 3] = ["metric_name", "source", "tags"];
+
+/// Flat sketches: row `r`'s buckets are `keys[offsets[r]..offsets[r + 1]]`.
+#[derive(Debug, Default)]
+struct Sketches {
+    offsets: Vec<u32>,
+    keys: Vec<i32>,
+    counts: Vec<i64>,
+}
+
+/// The rows of one metric of one tier over one span.
+#[derive(Debug, Default)]
+pub struct Rows {
+    /// Series ids, ascending.
+    series: Vec<u64>,
+    /// Row range of each series: `first[i]..first[i + 1]`.
+    first: Vec<u32>,
+    start: Vec<i64>,
+    count: Vec<u64>,
+    sum: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
+    quantiles: Option<Vec<[f64; 4]>>,
+    sketches: Option<Sketches>,
+    /// Labels of each series (hour tier), in `series` order.
+    labels: Option<Vec<Arc<SeriesInfo>>>,
+}
+
+fn column(b: &RecordBatch, name: &str, t: &DataType) -> Result<arrow::array::ArrayRef, BatchError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| BatchError::Shape(format!("no column {name}")))?;
+    cast(c, t).map_err(|e| BatchError::Shape(format!("{name}: {e}")))
+}
+
+impl Rows {
+    /// A block from query results (any order); quantiles and labels when their columns are
+    /// there.
+    pub fn from_batches(batches: &[RecordBatch]) -> Result<Rows, BatchError> {
+        let Some(first) = batches.first() else {
+            return Ok(Rows::default());
+        };
+        let all = concat_batches(&first.schema(), batches)
+            .map_err(|e| BatchError::Shape(e.to_string()))?;
+        let n = all.num_rows();
+        // Series ids are u64 stored as Int64: order them as u64, as the look-ups do.
+        let sid = column(&all, "series_id", &DataType::Int64)?;
+        let start = column(&all, "start_ms", &DataType::Int64)?;
+        let (sid, start) = (
+            sid.as_primitive::<Int64Type>(),
+            start.as_primitive::<Int64Type>(),
+        );
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by_key(|&i| (sid.value(i as usize) as u64, start.value(i as usize)));
+        let b = take_record_batch(&all, &arrow::array::UInt32Array::from(order))
+            .map_err(|e| BatchError::Shape(e.to_string()))?;
+        let sid = column(&b, "series_id", &DataType::Int64)?;
+        let sid = sid.as_primitive::<Int64Type>();
+        let start = column(&b, "start_ms", &DataType::Int64)?;
+        let count = column(&b, "count", &DataType::Int64)?;
+        let f = |name: &str| -> Result<Vec<f64>, BatchError> {
+            Ok(column(&b, name, &DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec())
+        };
+        let mut rows = Rows {
+            start: start.as_primitive::<Int64Type>().values().to_vec(),
+            count: count
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .map(|c| (*c).max(0) as u64)
+                .collect(),
+            sum: f("sum")?,
+            min: f("min")?,
+            max: f("max")?,
+            ..Rows::default()
+        };
+        let mut first_rows = Vec::new();
+        for r in 0..n {
+            let id = sid.value(r) as u64;
+            if rows.series.last() != Some(&id) {
+                rows.series.push(id);
+                rows.first.push(r as u32);
+                first_rows.push(r);
+            }
+        }
+        rows.first.push(n as u32);
+        if b.column_by_name("p50").is_some() {
+            let q: Vec<Vec<f64>> = ["p50", "p90", "p95", "p99"]
+                .iter()
+                .map(|c| f(c))
+                .collect::<Result<_, _>>()?;
+            rows.quantiles = Some(
+                (0..n)
+                    .map(|r| [q[0][r], q[1][r], q[2][r], q[3][r]])
+                    .collect(),
+            );
+            rows.sketches = Some(sketches(&b)?);
+        }
+        if b.column_by_name("tags").is_some() {
+            rows.labels = Some(labels(&b, &first_rows, &rows.series)?);
+        }
+        Ok(rows)
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    /// Whether the block holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+
+    /// Whether the block has quantiles and sketches.
+    pub fn has_quantiles(&self) -> bool {
+        self.quantiles.is_some()
+    }
+
+    fn rows_of(&self, series_id: u64) -> std::ops::Range<usize> {
+        match self.series.binary_search(&series_id) {
+            Ok(i) => self.first[i] as usize..self.first[i + 1] as usize,
+            Err(_) => 0..0,
+        }
+    }
+
+    /// The buckets of one series starting in `[from_ms, to_ms)`, `step_ms` wide, with quantiles
+    /// and sketches when the block has them and `quantiles` asks.
+    pub fn buckets(
+        &self,
+        series_id: u64,
+        (from_ms, to_ms): (i64, i64),
+        step_ms: i64,
+        quantiles: bool,
+        out: &mut Vec<Bucket>,
+    ) {
+        let rows = self.rows_of(series_id);
+        let starts = &self.start[rows.clone()];
+        let lo = rows.start + starts.partition_point(|s| *s < from_ms);
+        let hi = rows.start + starts.partition_point(|s| *s < to_ms);
+        for r in lo..hi {
+            let (q, sketch) = match (&self.quantiles, &self.sketches) {
+                (Some(q), Some(s)) if quantiles => {
+                    let (a, b) = (s.offsets[r] as usize, s.offsets[r + 1] as usize);
+                    let mut sk = Sketch::new();
+                    sk.merge_buckets(&s.keys[a..b], &s.counts[a..b]);
+                    (q[r], Some(Arc::new(sk)))
+                }
+                _ => ([f64::NAN; 4], None),
+            };
+            out.push(Bucket {
+                end_ms: self.start[r] + step_ms,
+                count: self.count[r],
+                sum: self.sum[r],
+                min: self.min[r],
+                max: self.max[r],
+                quantiles: q,
+                sketch,
+                layer: Layer::Batch,
+            });
+        }
+    }
+
+    /// The series (with labels) that have a row starting in `[from_ms, to_ms)`; empty for a
+    /// block without labels.
+    pub fn series_in(&self, from_ms: i64, to_ms: i64) -> Vec<Arc<SeriesInfo>> {
+        let Some(labels) = &self.labels else {
+            return Vec::new();
+        };
+        self.series
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                let r = self.first[*i] as usize..self.first[*i + 1] as usize;
+                self.start[r].iter().any(|s| (from_ms..to_ms).contains(s))
+            })
+            .map(|(i, _)| labels[i].clone())
+            .collect()
+    }
+}
+
+fn sketches(b: &RecordBatch) -> Result<Sketches, BatchError> {
+    let list = |name: &str| {
+        b.column_by_name(name)
+            .and_then(|c| c.as_list_opt::<i32>())
+            .ok_or_else(|| BatchError::Shape(format!("{name} is not a list")))
+    };
+    let (keys, counts) = (list("sketch_keys")?, list("sketch_counts")?);
+    let k = cast(keys.values(), &DataType::Int32).map_err(|e| BatchError::Shape(e.to_string()))?;
+    let c =
+        cast(counts.values(), &DataType::Int64).map_err(|e| BatchError::Shape(e.to_string()))?;
+    let (k, c) = (k.as_primitive::<Int32Type>(), c.as_primitive::<Int64Type>());
+    let mut s = Sketches {
+        offsets: Vec::with_capacity(b.num_rows() + 1),
+        ..Sketches::default()
+    };
+    s.offsets.push(0);
+    for r in 0..b.num_rows() {
+        if !keys.is_null(r) && !counts.is_null(r) {
+            let (a, z) = (
+                keys.value_offsets()[r] as usize,
+                keys.value_offsets()[r + 1] as usize,
+            );
+            let (ca, cz) = (
+                counts.value_offsets()[r] as usize,
+                counts.value_offsets()[r + 1] as usize,
+            );
+            if z - a != cz - ca {
+                return Err(BatchError::Shape(
+                    "sketch keys and counts differ in length".into(),
+                ));
+            }
+            s.keys.extend_from_slice(&k.values()[a..z]);
+            s.counts.extend_from_slice(&c.values()[ca..cz]);
+        }
+        s.offsets.push(s.keys.len() as u32);
+    }
+    Ok(s)
+}
+
+fn labels(
+    b: &RecordBatch,
+    first_rows: &[usize],
+    ids: &[u64],
+) -> Result<Vec<Arc<SeriesInfo>>, BatchError> {
+    let metric = column(b, "metric_name", &DataType::Utf8)?;
+    let source = column(b, "source", &DataType::Utf8)?;
+    let (metric, source) = (metric.as_string::<i32>(), source.as_string::<i32>());
+    let tags = b
+        .column_by_name("tags")
+        .and_then(|c| c.as_map_opt())
+        .ok_or_else(|| BatchError::Shape("tags is not a map".into()))?;
+    let shape = |e: arrow::error::ArrowError| BatchError::Shape(e.to_string());
+    let keys = cast(tags.keys(), &DataType::Utf8).map_err(shape)?;
+    let values = cast(tags.values(), &DataType::Utf8).map_err(shape)?;
+    let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
+    let offsets = tags.value_offsets();
+    Ok(first_rows
+        .iter()
+        .zip(ids)
+        .map(|(&r, &id)| {
+            let (a, z) = (offsets[r] as usize, offsets[r + 1] as usize);
+            Arc::new(SeriesInfo {
+                metric: metric.value(r).to_owned(),
+                series_id: id,
+                source: source.value(r).to_owned(),
+                tags: (a..z)
+                    .map(|i| (keys.value(i).to_owned(), values.value(i).to_owned()))
+                    .collect(),
+            })
+        })
+        .collect())
+}
+
+/// The metrics of one day of the hour tier, with the hours (bit i: hour i of the day) in which
+/// each has rows.
+#[derive(Debug, Default)]
+pub struct Names {
+    /// Metric name → bitmask of hours.
+    pub hours: BTreeMap<String, u32>,
+}
+
+impl Names {
+    /// From rows of (metric_name, start_ms) of the day starting at `day_ms`.
+    pub fn from_batches(day_ms: i64, batches: &[RecordBatch]) -> Result<Names, BatchError> {
+        let mut out = Names::default();
+        for b in batches {
+            let m = column(b, "metric_name", &DataType::Utf8)?;
+            let s = column(b, "start_ms", &DataType::Int64)?;
+            let (m, s) = (m.as_string::<i32>(), s.as_primitive::<Int64Type>());
+            for r in 0..b.num_rows() {
+                let hour = (s.value(r) - day_ms).div_euclid(3_600_000);
+                if (0..24).contains(&hour) {
+                    *out.hours.entry(m.value(r).to_owned()).or_default() |= 1 << hour;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Metrics with rows in any of the hours of `mask`.
+    pub fn in_hours(&self, mask: u32) -> impl Iterator<Item = &str> {
+        self.hours
+            .iter()
+            .filter(move |(_, h)| **h & mask != 0)
+            .map(|(m, _)| m.as_str())
+    }
+}
+
+/// What the cache holds.
+#[derive(Debug)]
+pub enum Block {
+    /// Rows of one metric, tier and span.
+    Rows(Rows),
+    /// The metric names of a day.
+    Names(Names),
+}
+
+impl Weigh for Block {
+    fn weight(&self) -> usize {
+        let v = |n: usize, size: usize| n * size;
+        match self {
+            Block::Rows(r) => {
+                let mut w = std::mem::size_of::<Rows>()
+                    + v(r.series.capacity(), 8)
+                    + v(r.first.capacity(), 4)
+                    + v(r.start.capacity(), 8)
+                    + v(r.count.capacity(), 8)
+                    + v(r.sum.capacity(), 8)
+                    + v(r.min.capacity(), 8)
+                    + v(r.max.capacity(), 8);
+                if let Some(q) = &r.quantiles {
+                    w += v(q.capacity(), 32);
+                }
+                if let Some(s) = &r.sketches {
+                    w += v(s.offsets.capacity(), 4)
+                        + v(s.keys.capacity(), 4)
+                        + v(s.counts.capacity(), 8);
+                }
+                if let Some(l) = &r.labels {
+                    w += l
+                        .iter()
+                        .map(|s| {
+                            96 + s.metric.len()
+                                + s.source.len()
+                                + s.tags
+                                    .iter()
+                                    .map(|(k, v)| 64 + k.len() + v.len())
+                                    .sum::<usize>()
+                        })
+                        .sum::<usize>();
+                }
+                w
+            }
+            Block::Names(n) => {
+                std::mem::size_of::<Names>() + n.hours.keys().map(|k| 64 + k.len()).sum::<usize>()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        Float64Array, Int64Array, ListArray, MapBuilder, StringArray, StringBuilder,
+    };
+    use arrow::datatypes::{Field, Schema};
+
+    fn batch(rows: &[(i64, i64, i64)], with_quantiles: bool, with_labels: bool) -> RecordBatch {
+        let mut fields = vec![
+            Field::new("series_id", DataType::Int64, false),
+            Field::new("start_ms", DataType::Int64, false),
+            Field::new("count", DataType::Int64, false),
+            Field::new("sum", DataType::Float64, false),
+            Field::new("min", DataType::Float64, false),
+            Field::new("max", DataType::Float64, false),
+        ];
+        let n = rows.len();
+        let mut cols: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.2 as f64 * 2.0),
+            )),
+            Arc::new(Float64Array::from(vec![1.0; n])),
+            Arc::new(Float64Array::from(vec![3.0; n])),
+        ];
+        if with_quantiles {
+            for q in ["p50", "p90", "p95", "p99"] {
+                fields.push(Field::new(q, DataType::Float64, false));
+                cols.push(Arc::new(Float64Array::from(vec![2.0; n])));
+            }
+            let keys = ListArray::from_iter_primitive::<Int32Type, _, _>(
+                rows.iter()
+                    .map(|r| Some(vec![Some(strata_shared::sketch::key(2.0)); r.2 as usize])),
+            );
+            let counts = ListArray::from_iter_primitive::<Int64Type, _, _>(
+                rows.iter().map(|r| Some(vec![Some(1i64); r.2 as usize])),
+            );
+            fields.push(Field::new("sketch_keys", keys.data_type().clone(), true));
+            fields.push(Field::new(
+                "sketch_counts",
+                counts.data_type().clone(),
+                true,
+            ));
+            cols.push(Arc::new(keys));
+            cols.push(Arc::new(counts));
+        }
+        if with_labels {
+            fields.push(Field::new("metric_name", DataType::Utf8, false));
+            fields.push(Field::new("source", DataType::Utf8, false));
+            cols.push(Arc::new(StringArray::from(vec!["m"; n])));
+            cols.push(Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| format!("s{}", r.0)),
+            )));
+            let mut tags = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+            for r in rows {
+                tags.keys().append_value("k");
+                tags.values().append_value(format!("v{}", r.0));
+                tags.append(true).unwrap();
+            }
+            let tags = tags.finish();
+            fields.push(Field::new("tags", tags.data_type().clone(), true));
+            cols.push(Arc::new(tags));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+    }
+
+    #[test]
+    fn rows_are_found_per_series_and_range_whatever_the_input_order() {
+        let m = 60_000;
+        // Ids past i64::MAX are stored negative; they must still be found.
+        let big = -5i64;
+        let b1 = batch(
+            &[(9, 2 * m, 1), (big, 0, 7), (3, m, 2), (9, 0, 3)],
+            false,
+            true,
+        );
+        let b2 = batch(&[(3, 0, 4), (9, m, 5)], false, true);
+        let rows = Rows::from_batches(&[b1, b2]).unwrap();
+        assert_eq!(rows.len(), 6);
+        let mut out = Vec::new();
+        rows.buckets(big as u64, (0, m), m, false, &mut out);
+        assert_eq!(out.len(), 1, "a u64 id above i64::MAX");
+        out.clear();
+        let mut out = Vec::new();
+        rows.buckets(9, (0, 3 * m), m, false, &mut out);
+        let got: Vec<(i64, u64)> = out.iter().map(|b| (b.end_ms, b.count)).collect();
+        assert_eq!(got, vec![(m, 3), (2 * m, 5), (3 * m, 1)]);
+        out.clear();
+        rows.buckets(9, (m, 2 * m), m, false, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].quantiles[0].is_nan() && out[0].sketch.is_none());
+        out.clear();
+        rows.buckets(4, (0, 3 * m), m, false, &mut out);
+        assert!(out.is_empty(), "an unknown series has no rows");
+        let s: Vec<(u64, String)> = rows
+            .series_in(2 * m, 3 * m)
+            .iter()
+            .map(|s| (s.series_id, s.tags["k"].clone()))
+            .collect();
+        assert_eq!(s, vec![(9, "v9".to_owned())]);
+        assert_eq!(rows.series_in(0, m).len(), 3);
+    }
+
+    #[test]
+    fn quantile_blocks_give_sketches_and_weigh_more() {
+        let rows_q = Rows::from_batches(&[batch(&[(1, 0, 3), (2, 0, 1)], true, false)]).unwrap();
+        let rows_t = Rows::from_batches(&[batch(&[(1, 0, 3), (2, 0, 1)], false, false)]).unwrap();
+        assert!(rows_q.has_quantiles() && !rows_t.has_quantiles());
+        let mut out = Vec::new();
+        rows_q.buckets(1, (0, 60_000), 60_000, true, &mut out);
+        assert_eq!(out[0].quantiles, [2.0; 4]);
+        assert_eq!(out[0].sketch.as_ref().unwrap().count(), 3);
+        assert!(Block::Rows(rows_q).weight() > Block::Rows(rows_t).weight());
+    }
+
+    #[test]
+    fn names_know_their_hours() {
+        let h = 3_600_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("metric_name", DataType::Utf8, false),
+            Field::new("start_ms", DataType::Int64, false),
+        ]));
+        let day = 10 * 24 * h;
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "a"])),
+                Arc::new(Int64Array::from(vec![day, day + 5 * h, day + 23 * h])),
+            ],
+        )
+        .unwrap();
+        let n = Names::from_batches(day, &[b]).unwrap();
+        assert_eq!(n.hours["a"], 1 | 1 << 23);
+        assert_eq!(n.in_hours(1 << 5).collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(n.in_hours(!0).count(), 2);
+        assert_eq!(n.in_hours(1 << 7).count(), 0);
+    }
+}
