@@ -30,8 +30,10 @@ use log::Commit;
 pub use summary::{Fold, Folded, Summaries, SummaryError};
 
 const HOUR_MS: i64 = 3_600_000;
-/// An `events` summary is rewritten once this many commits came after the stored one.
+/// An `events` summary is rewritten once this many commits came after the stored one ...
 const TOUCHES_SUMMARY_EVERY: usize = 256;
+/// ... or once it is this old and any came (long before delta-rs expires log files: 30 days).
+const TOUCHES_SUMMARY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The recompute that last wrote an hour of a rollup table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,11 +168,13 @@ pub async fn summarise(cfg: &Config, tier: Tier) -> Result<Folded<Coverage>, Sum
 }
 
 /// The archive's touched hours, up to its newest commit; the summary is rewritten when many
-/// commits came after it.
+/// commits came after it, or when it is an hour old and any did.
 pub async fn touches(cfg: &Config) -> Result<Folded<Touches>, SummaryError> {
     let s = summaries(cfg, EVENTS_TABLE)?;
+    let age = s.newest_age().await?;
     let mut f: Folded<Touches> = s.newest().await?;
-    if s.advance(&mut f).await? >= TOUCHES_SUMMARY_EVERY {
+    let n = s.advance(&mut f).await?;
+    if n >= TOUCHES_SUMMARY_EVERY || (n > 0 && age.is_none_or(|a| a >= TOUCHES_SUMMARY_AGE)) {
         s.store(&f).await?;
     }
     Ok(f)

@@ -82,14 +82,31 @@ impl Summaries {
         Path::from(format!("{PREFIX}/{}/{version:020}.json", self.table))
     }
 
-    async fn stored_versions(&self) -> Result<Vec<i64>, SummaryError> {
+    /// Stored summaries: (version, when written), oldest first.
+    async fn stored(&self) -> Result<Vec<(i64, chrono::DateTime<chrono::Utc>)>, SummaryError> {
         let metas: Vec<_> = self.store.list(Some(&self.dir())).try_collect().await?;
-        let mut v: Vec<i64> = metas
+        let mut v: Vec<(i64, chrono::DateTime<chrono::Utc>)> = metas
             .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .filter_map(|m| {
+                let v = m.location.filename()?.strip_suffix(".json")?.parse().ok()?;
+                Some((v, m.last_modified))
+            })
             .collect();
         v.sort_unstable();
         Ok(v)
+    }
+
+    async fn stored_versions(&self) -> Result<Vec<i64>, SummaryError> {
+        Ok(self.stored().await?.into_iter().map(|(v, _)| v).collect())
+    }
+
+    /// How long ago the newest summary was written (`None`: there is none).
+    pub async fn newest_age(&self) -> Result<Option<std::time::Duration>, SummaryError> {
+        Ok(self
+            .stored()
+            .await?
+            .last()
+            .map(|(_, at)| (chrono::Utc::now() - *at).to_std().unwrap_or_default()))
     }
 
     /// The newest stored summary (an empty state when there is none).
