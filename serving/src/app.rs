@@ -40,6 +40,8 @@ pub struct ServingMetrics {
     series_out: IntCounterVec,
     /// Seconds between now and the time boundary.
     pub boundary_age: Gauge,
+    /// The rollup table version each tier's batch view reads (`minute`, `hour`).
+    pub batch_version: IntGaugeVec,
     /// Bytes held by each cache (`blocks`, `results`).
     pub cache_bytes: IntGaugeVec,
     /// Cache lookups by cache and outcome (`hit`, `miss`), and evictions.
@@ -87,6 +89,13 @@ impl ServingMetrics {
                 "serving_boundary_age_seconds",
                 "Seconds between now and the time boundary (end of the batch-covered range)",
             )?,
+            batch_version: IntGaugeVec::new(
+                Opts::new(
+                    "serving_batch_version",
+                    "The rollup table version the batch view of a tier reads (-1: none yet)",
+                ),
+                &["tier"],
+            )?,
             cache_bytes: IntGaugeVec::new(
                 Opts::new("serving_cache_bytes", "Bytes held by a cache"),
                 &["cache"],
@@ -103,6 +112,7 @@ impl ServingMetrics {
         registry.register(Box::new(m.merged.clone()))?;
         registry.register(Box::new(m.series_out.clone()))?;
         registry.register(Box::new(m.boundary_age.clone()))?;
+        registry.register(Box::new(m.batch_version.clone()))?;
         registry.register(Box::new(m.cache_bytes.clone()))?;
         registry.register(Box::new(m.cache_events.clone()))?;
         Ok(m)
@@ -272,6 +282,12 @@ pub async fn run(
                     );
                 }
                 telemetry.set_ready(true);
+                for (tier, v) in ["minute", "hour"].iter().zip(engine.view().versions()) {
+                    metrics
+                        .batch_version
+                        .with_label_values(&[tier])
+                        .set(v.unwrap_or(-1));
+                }
                 let blocks = engine.batch();
                 metrics.observe_cache("blocks", blocks.cache_bytes(), blocks.cache_stats());
                 metrics.observe_cache("results", results.cache_bytes(), results.cache_stats());

@@ -121,7 +121,9 @@ impl Engine {
         &self.speed
     }
 
-    fn refresh_warning(&self) -> Option<String> {
+    /// The warning every answer carries while the batch views cannot be refreshed (the last
+    /// good view is still used). Added by the API to whole answers, never to cached parts.
+    pub fn refresh_warning(&self) -> Option<String> {
         self.batch_problem
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -138,7 +140,7 @@ impl Engine {
         to_ms: i64,
     ) -> (Vec<String>, Vec<String>) {
         let (batch_ranges, speed_ranges) = split(&view.covered, from_ms, to_ms);
-        let mut warnings: Vec<String> = self.refresh_warning().into_iter().collect();
+        let mut warnings: Vec<String> = Vec::new();
         let mut names: BTreeSet<String> = BTreeSet::new();
         match self.batch.metric_names(view, &batch_ranges).await {
             Ok(n) => names.extend(n),
@@ -192,7 +194,7 @@ impl Engine {
         to_ms: i64,
     ) -> (Vec<Arc<SeriesInfo>>, Vec<String>) {
         let (batch_ranges, speed_ranges) = split(&view.covered, from_ms, to_ms);
-        let mut warnings: Vec<String> = self.refresh_warning().into_iter().collect();
+        let mut warnings: Vec<String> = Vec::new();
         let mut out: BTreeMap<u64, Arc<SeriesInfo>> = BTreeMap::new();
         if !batch_ranges.is_empty() {
             match self.batch.metric_names(view, &batch_ranges).await {
@@ -279,7 +281,6 @@ impl Engine {
                 }));
         }
         fetched.provenance.sort_by_key(|p| p.from_ms);
-        fetched.warnings.extend(self.refresh_warning());
         // The hour tier answers when each window is whole hours on the hour grid.
         let tier =
             if !per_minute && range_ms == step_ms && step_ms % HOUR_MS == 0 && first % HOUR_MS == 0

@@ -131,7 +131,8 @@ pub fn drop_clickhouse_database(cfg: &crate::config::ClickHouseConfig) {
 }
 
 /// A TCP proxy on loopback that a test can cut and restore: while cut it refuses new
-/// connections and drops open ones, as a stopped server would look to its clients. Used to take
+/// connections and drops open ones, as a stopped server would look to its clients. It also
+/// counts the HTTP requests under way at once ([`CuttableProxy::max_in_flight`]). Used to take
 /// one client's server away without stopping a server others share (SeaweedFS also stores the
 /// broker's log).
 pub struct CuttableProxy {
@@ -139,6 +140,10 @@ pub struct CuttableProxy {
     pub port: u16,
     up: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    open: std::sync::Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
 }
 
 impl CuttableProxy {
@@ -148,6 +153,11 @@ impl CuttableProxy {
         let port = listener.local_addr()?.port();
         let (up, rx) = tokio::sync::watch::channel(true);
         let target = target.to_owned();
+        let open = std::sync::Arc::new((
+            std::sync::atomic::AtomicUsize::new(0),
+            std::sync::atomic::AtomicUsize::new(0),
+        ));
+        let counts = open.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !*rx.borrow() {
@@ -156,24 +166,86 @@ impl CuttableProxy {
                 }
                 let mut rx = rx.clone();
                 let target = target.clone();
+                let counts = counts.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = relay(client, server, counts) => {}
                         _ = rx.wait_for(|up| !*up) => {} // cut: both ends dropped
                     }
                 });
             }
         });
-        Ok(Self { port, up, task })
+        Ok(Self {
+            port,
+            up,
+            task,
+            open,
+        })
+    }
+
+    /// The most HTTP requests that were under way through the proxy at once (a request counts
+    /// from its first byte to the end of a chunked response).
+    pub fn max_in_flight(&self) -> usize {
+        self.open.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Cuts (false) or restores (true) the path.
     pub fn set_up(&self, up: bool) {
         self.up.send_replace(up);
     }
+}
+
+type InFlight = std::sync::Arc<(
+    std::sync::atomic::AtomicUsize,
+    std::sync::atomic::AtomicUsize,
+)>;
+
+/// Copies both ways between `client` and `server`, counting requests under way: one starts
+/// with bytes from the client, and ends with the last chunk of the server's chunked answer.
+async fn relay(client: tokio::net::TcpStream, server: tokio::net::TcpStream, counts: InFlight) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let busy = std::sync::Arc::new(AtomicBool::new(false));
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let (up_busy, up_counts) = (busy.clone(), counts.clone());
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = cr.read(&mut buf).await {
+            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            if !up_busy.swap(true, SeqCst) {
+                let now = up_counts.0.fetch_add(1, SeqCst) + 1;
+                up_counts.1.fetch_max(now, SeqCst);
+            }
+        }
+        let _ = sw.shutdown().await;
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut tail: Vec<u8> = Vec::new();
+        while let Ok(n) = sr.read(&mut buf).await {
+            if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            let keep = tail.len().saturating_sub(5);
+            tail.drain(..keep);
+            if tail.ends_with(b"0\r\n\r\n") && busy.swap(false, SeqCst) {
+                counts.0.fetch_sub(1, SeqCst);
+            }
+        }
+        if busy.swap(false, SeqCst) {
+            counts.0.fetch_sub(1, SeqCst);
+        }
+        let _ = cw.shutdown().await;
+    };
+    tokio::join!(up, down);
 }
 
 impl Drop for CuttableProxy {

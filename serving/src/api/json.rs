@@ -55,7 +55,7 @@ pub async fn metrics(State(state): State<AppState>, p: Params) -> ApiResult<serd
         .collect();
     Ok(Success::new(
         json!({"metrics": list, "boundary_ms": state.engine.boundary()}),
-        warnings,
+        super::with_refresh_warning(&state, warnings),
     ))
 }
 
@@ -89,7 +89,7 @@ pub async fn metric_series(
     }
     Ok(Success::new(
         json!({"metric": name, "series": list}),
-        warnings,
+        super::with_refresh_warning(&state, warnings),
     ))
 }
 
@@ -254,7 +254,7 @@ pub async fn timeseries(State(state): State<AppState>, p: Params) -> ApiResult<s
             "provenance": merge_provenance(fetched.provenance),
             "series": out,
         }),
-        warnings,
+        super::with_refresh_warning(&state, warnings),
     ))
 }
 

@@ -6,3 +6,14 @@ pub mod json;
 pub mod params;
 pub mod prom;
 pub mod response;
+
+/// `warnings` of an answer, with the batch views' refresh problem (if any) added, sorted.
+pub fn with_refresh_warning(
+    state: &crate::app::AppState,
+    mut warnings: Vec<String>,
+) -> Vec<String> {
+    warnings.extend(state.engine.refresh_warning());
+    warnings.sort();
+    warnings.dedup();
+    warnings
+}

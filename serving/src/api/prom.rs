@@ -96,7 +96,10 @@ pub async fn query(State(state): State<AppState>, p: Params) -> ApiResult<Json> 
             json!({"resultType": "vector", "result": result})
         }
     };
-    Ok(Success::new(data, warnings))
+    Ok(Success::new(
+        data,
+        super::with_refresh_warning(&state, warnings),
+    ))
 }
 
 /// A range query's answer: `{"resultType": "matrix", "result": [...]}`.
@@ -164,6 +167,10 @@ pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<
             }
         };
     state.metrics.observe_merge(&answer.provenance);
+    let results = &state.results;
+    state
+        .metrics
+        .observe_cache("results", results.cache_bytes(), results.cache_stats());
     let (value, warnings) = (answer.value, answer.warnings);
     let series = |labels: &Labels, values: &[Option<f64>]| {
         let points: Vec<Sample> = steps
@@ -195,7 +202,7 @@ pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<
             result_type: "matrix",
             result,
         },
-        warnings,
+        super::with_refresh_warning(&state, warnings),
     ))
 }
 
@@ -240,7 +247,10 @@ pub async fn labels(State(state): State<AppState>, p: Params) -> ApiResult<Vec<S
     let _t = state.metrics.time("labels");
     let (series, warnings) = matched(&state, &p).await?;
     let names: BTreeSet<String> = series.iter().flat_map(|l| l.keys().cloned()).collect();
-    Ok(Success::new(names.into_iter().collect(), warnings))
+    Ok(Success::new(
+        names.into_iter().collect(),
+        super::with_refresh_warning(&state, warnings),
+    ))
 }
 
 /// `GET /api/v1/label/<name>/values`.
@@ -258,7 +268,10 @@ pub async fn label_values(
         .iter()
         .filter_map(|l| l.get(&name).cloned())
         .collect();
-    Ok(Success::new(values.into_iter().collect(), warnings))
+    Ok(Success::new(
+        values.into_iter().collect(),
+        super::with_refresh_warning(&state, warnings),
+    ))
 }
 
 /// `GET|POST /api/v1/series`.
@@ -271,7 +284,10 @@ pub async fn series(
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
     let (series, warnings) = matched(&state, &p).await?;
-    Ok(Success::new(series, warnings))
+    Ok(Success::new(
+        series,
+        super::with_refresh_warning(&state, warnings),
+    ))
 }
 
 /// `GET /api/v1/metadata`: every exposed name with its type.
@@ -301,7 +317,10 @@ pub async fn metadata(State(state): State<AppState>, p: Params) -> ApiResult<Jso
             out.insert(name, json!([{"type": kind, "help": help, "unit": ""}]));
         }
     }
-    Ok(Success::new(Json::Object(out), warnings))
+    Ok(Success::new(
+        Json::Object(out),
+        super::with_refresh_warning(&state, warnings),
+    ))
 }
 
 /// `GET /api/v1/status/buildinfo`.

@@ -46,11 +46,30 @@ impl Fixture {
     /// speed layer does) and in the archive (duplicates kept); the batch layer recomputes the
     /// hours listed in `recomputed` (offsets from h0).
     pub async fn new(name: &str, events: usize, recomputed: &[i64]) -> Fixture {
+        Self::build(name, events, recomputed, false).await
+    }
+
+    /// [`Fixture::new`] with the lake in the local stack's S3 server (SeaweedFS).
+    pub async fn on_s3(name: &str, events: usize, recomputed: &[i64]) -> Fixture {
+        Self::build(name, events, recomputed, true).await
+    }
+
+    async fn build(name: &str, events: usize, recomputed: &[i64], s3: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut cfg = Config::load(None).expect("configuration");
         cfg.clickhouse.database = format!("strata_test_{name}_{}", &id[..12]);
         cfg.lake.url = dir.path().join("lake").display().to_string();
+        if s3 {
+            cfg.lake.url = format!("s3://lake/test-{id}");
+            cfg.s3.endpoint = Some(
+                std::env::var("STRATA__S3__ENDPOINT")
+                    .unwrap_or_else(|_| "http://127.0.0.1:8333".into()),
+            );
+            cfg.s3.allow_http = true;
+            cfg.s3.access_key_id = Some("minioadmin".into());
+            cfg.s3.secret_access_key = Some(strata_shared::config::Secret("minioadmin".into()));
+        }
         strata_speed::clickhouse::schema::migrate(&cfg.clickhouse)
             .await
             .expect("ClickHouse (run `make up`)");
@@ -159,11 +178,17 @@ impl Fixture {
                 &self.cfg.clickhouse.database,
             )
             .env("STRATA__LAKE__URL", &self.cfg.lake.url)
+            .env("STRATA__S3__ALLOW_HTTP", self.cfg.s3.allow_http.to_string())
             .env("STRATA__SERVING__LISTEN", format!("{host}:{port}"))
             .env("STRATA__SERVING__COVERAGE_REFRESH", "500ms")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(e) = &self.cfg.s3.endpoint {
+            cmd.env("STRATA__S3__ENDPOINT", e)
+                .env("AWS_ACCESS_KEY_ID", "minioadmin")
+                .env("AWS_SECRET_ACCESS_KEY", "minioadmin");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -203,6 +228,12 @@ pub struct Server {
 }
 
 impl Server {
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self._proc.0.kill();
+        let _ = self._proc.0.wait();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
