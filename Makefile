@@ -6,7 +6,7 @@ CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
 
-.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving
+.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -57,15 +57,25 @@ chaos: up ## 2M events through the pipeline while everything fails; counts what 
 test-unit: ## only the tests that need no server
 	$(CARGO) test --workspace --lib --bins
 
+# Benchmarks build with --workspace so that every bench target shares one set of release
+# artifacts (a `-p` build unifies features differently and rebuilds DataFusion and the rest).
+BENCH := $(CARGO) bench --workspace
+
 bench-speed: up ## speed layer vs ClickHouse's Kafka engine and the raw consumer (release build)
-	$(CARGO) bench -p strata-speed --bench speed
+	$(BENCH) --bench speed
 
 bench-batch: up ## archive vs the raw consumer, recompute of 10M events vs DuckDB (release build)
 	@.strata/venv/bin/python -c 'import duckdb' 2>/dev/null || .strata/venv/bin/pip install -q --disable-pip-version-check duckdb==2.0.1
-	$(CARGO) bench -p strata-batch --bench batch
+	$(BENCH) --bench batch
 
 bench-serving: up ## merged query_range (24 h, 100 series) vs ClickHouse answering directly (release build)
-	$(CARGO) bench -p strata-serving --bench serving
+	$(BENCH) --bench serving
+
+bench-scale: up ## one dashboard query on batch views of ~1M and ~50M minute rows: latency growth, memory, start-up
+	$(BENCH) --bench scale
+
+bench-dashboard: up ## the Grafana overview dashboard, 16 viewers refreshing at once (6 h and 7 d)
+	$(BENCH) --bench dashboard
 
 lint: ## formatting and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check

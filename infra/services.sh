@@ -24,7 +24,30 @@ SERVICES=(
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+# The binary a service runs.
+binary_of() {
+  local s
+  [ "$1" = gen ] && { echo strata-gen; return; }
+  for s in "${SERVICES[@]}"; do
+    [ "${s%%:*}" = "$1" ] && { s=${s#*:}; echo "${s%% *}"; return; }
+  done
+}
+
+# Whether pid $1 is a running process (not a zombie: PID 1 here reaps slowly, and `kill -0`
+# succeeds on a zombie) of the binary $2 (pid files outlive reboots, and pids are reused).
+running() {
+  local pid=$1 bin=$2 stat state exe
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  state=${stat##*) }; state=${state%% *}
+  [ "$state" != Z ] && [ "$state" != X ] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  [ "${exe##*/}" = "$bin" ]
+}
+
+alive() { [ -f "$RUN/$1.pid" ] && running "$(cat "$RUN/$1.pid")" "$(binary_of "$1")"; }
 
 launch() {
   local name=$1; shift
@@ -37,8 +60,11 @@ launch() {
     for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null
     exec setsid "$TARGET/$1" "${@:2}" >>"$LOGS/$name.log" 2>&1 </dev/null
   ) &
-  echo $! >"$RUN/$name.pid"
-  sleep 0.5
+  local pid=$!
+  echo "$pid" >"$RUN/$name.pid"
+  # Until the subshell has exec'd the binary, /proc/PID/exe is bash: wait for it (or its end).
+  for _ in $(seq 1 25); do alive "$name" && break; [ -d "/proc/$pid" ] || break; sleep 0.2; done
+  sleep 0.3
   alive "$name" || { tail -20 "$LOGS/$name.log" >&2; log "$name exited at start (log: $LOGS/$name.log)"; exit 1; }
   log "started $name (pid $(cat "$RUN/$name.pid"), log $LOGS/$name.log)"
 }
@@ -49,8 +75,8 @@ halt() {
   local pid
   pid=$(cat "$RUN/$name.pid")
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -0 "$pid" 2>/dev/null && { log "$name ignored SIGTERM for 20 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
+  for _ in $(seq 1 100); do alive "$name" || break; sleep 0.2; done
+  alive "$name" && { log "$name ignored SIGTERM for 20 s; killing"; kill -KILL "$pid" 2>/dev/null || true; }
   rm -f "$RUN/$name.pid"
   log "stopped $name"
 }

@@ -27,11 +27,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::{open_table, Archive};
 use strata_batch::recompute::{recompute_with_progress, Tier};
-use strata_shared::gen::produce::{produce, Run};
-use strata_shared::gen::truth::hour_start;
-use strata_shared::gen::{Format, Generator, Spec};
-use strata_shared::testkit::{env_u64, free_port, scrape, Proc};
 use strata_shared::{kafka, Config};
+use strata_testkit::gen::produce::{produce, Run};
+use strata_testkit::gen::truth::hour_start;
+use strata_testkit::gen::{Format, Generator, Spec};
+use strata_testkit::{env_u64, free_port, scrape, Proc};
 
 fn root() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -108,6 +108,9 @@ pub enum JobError {
     /// The lake could not be read or written (retry later).
     #[error("job store: {0}")]
     Store(#[from] object_store::Error),
+    /// The lake could not be opened (its configuration, or its local folder).
+    #[error("lake: {0}")]
+    Lake(#[from] strata_shared::Error),
     /// A stored job document is not valid JSON for a job.
     #[error("job {id}: unreadable document: {source}")]
     Corrupt {
@@ -150,8 +153,7 @@ pub struct JobQueue {
 impl JobQueue {
     /// The queue of the configured lake.
     pub fn open(cfg: &Config) -> Result<Self, JobError> {
-        let store = strata_shared::lake::object_store(&cfg.lake, &cfg.s3)
-            .map_err(|e| JobError::Invalid(format!("lake: {e}")))?;
+        let store = strata_shared::lake::object_store(&cfg.lake, &cfg.s3)?;
         Ok(Self { store })
     }
 

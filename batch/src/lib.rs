@@ -32,8 +32,16 @@ pub enum Error {
     Lake(#[from] deltalake::DeltaTableError),
     /// The job queue could not be opened.
     #[error("jobs: {0}")]
-    Jobs(String),
-    /// Metrics registration or the metrics listener failed.
+    Jobs(#[from] crate::jobs::JobError),
+    /// Metrics registration failed (a bug: two metrics of one name).
     #[error("telemetry: {0}")]
-    Telemetry(String),
+    Telemetry(#[from] prometheus::Error),
+    /// The metrics listener's address cannot be bound (in use, or not ours).
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why it cannot be bound.
+        source: std::io::Error,
+    },
 }

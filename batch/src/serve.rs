@@ -94,18 +94,17 @@ impl ServeMetrics {
 /// Runs the scheduler and job runner until `stop` is set.
 pub async fn run_serve(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let telemetry = Telemetry::new("batch");
-    let metrics =
-        ServeMetrics::new(&telemetry.registry).map_err(|e| Error::Telemetry(e.to_string()))?;
+    let metrics = ServeMetrics::new(&telemetry.registry)?;
     strata_shared::self_report::spawn(&telemetry, &cfg, "batch");
     let addr: std::net::SocketAddr = cfg.batch.serve_listen.parse().expect("validated at load");
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Telemetry(format!("listening on {addr}: {e}")))?;
+        .map_err(|source| Error::Listen { addr, source })?;
     let router = telemetry.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let schedule = cron::Schedule::from_str(&cfg.batch.schedule).expect("validated at load");
-    let queue = JobQueue::open(&cfg).map_err(|e| Error::Jobs(e.to_string()))?;
+    let queue = JobQueue::open(&cfg)?;
     let mut backoff = Duration::from_secs(1);
     loop {
         match queue.requeue_interrupted().await {
@@ -172,9 +171,20 @@ pub async fn run_serve(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> 
     Ok(())
 }
 
+/// Why a scheduled run could not queue its jobs (the next tick tries again).
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    /// Coverage or dirty hours could not be read.
+    #[error("coverage: {0}")]
+    Coverage(#[from] crate::coverage::SummaryError),
+    /// The job queue could not be written.
+    #[error("jobs: {0}")]
+    Jobs(#[from] crate::jobs::JobError),
+}
+
 /// Queues the ranges the schedule asks for now.
-async fn queue_scheduled(cfg: &Config, queue: &JobQueue, now_ms: i64) -> Result<(), String> {
-    let (covered, dirty, _) = status(cfg).await.map_err(|e| e.to_string())?;
+async fn queue_scheduled(cfg: &Config, queue: &JobQueue, now_ms: i64) -> Result<(), PlanError> {
+    let (covered, dirty, _) = status(cfg).await?;
     let grace = cfg.batch.schedule_grace.as_millis() as i64;
     for (from, to) in plan(
         now_ms,
@@ -185,8 +195,7 @@ async fn queue_scheduled(cfg: &Config, queue: &JobQueue, now_ms: i64) -> Result<
     ) {
         let (job, new) = queue
             .submit(from, to, Trigger::Schedule, None, now_ms)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if new {
             tracing::info!(id = %job.id, from, to, "scheduled a recompute");
         }

@@ -16,14 +16,12 @@ use crate::Error;
 /// Runs the archiver until `stop` is set.
 pub async fn run_archive(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     let telemetry = Telemetry::new("batch");
-    let metrics = Arc::new(
-        ArchiveMetrics::new(&telemetry.registry).map_err(|e| Error::Telemetry(e.to_string()))?,
-    );
+    let metrics = Arc::new(ArchiveMetrics::new(&telemetry.registry)?);
     strata_shared::self_report::spawn(&telemetry, &cfg, "archive");
     let addr: std::net::SocketAddr = cfg.batch.listen.parse().expect("validated at load");
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Telemetry(format!("listening on {addr}: {e}")))?;
+        .map_err(|source| Error::Listen { addr, source })?;
     let router = telemetry.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
 

@@ -12,10 +12,10 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use strata_batch::archive::writer::{open_table, EVENTS_TABLE};
-use strata_shared::gen::produce::{produce, Run};
-use strata_shared::gen::{Format, Generator, Kind, Spec};
-use strata_shared::testkit::{free_port, CuttableProxy, Proc};
 use strata_shared::{kafka, Config};
+use strata_testkit::gen::produce::{produce, Run};
+use strata_testkit::gen::{Format, Generator, Kind, Spec};
+use strata_testkit::{free_port, CuttableProxy, Proc};
 
 struct Env {
     cfg: Config,

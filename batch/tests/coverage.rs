@@ -11,9 +11,9 @@ use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::{open_table, Archive, EVENTS_TABLE};
 use strata_batch::coverage::{coverage, status};
 use strata_batch::recompute::{recompute, recompute_with_progress, Tier};
-use strata_shared::gen::truth::hour_start;
-use strata_shared::gen::{Generator, Spec};
 use strata_shared::Config;
+use strata_testkit::gen::truth::hour_start;
+use strata_testkit::gen::{Generator, Spec};
 
 const H: i64 = 3_600_000;
 

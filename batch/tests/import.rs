@@ -9,8 +9,8 @@ use std::io::Write;
 use strata_batch::archive::schema::{to_record_batch, ArchivedEvent};
 use strata_batch::import::import;
 use strata_batch::recompute::recompute;
-use strata_shared::gen::truth::{hour_start, Truth};
-use strata_shared::gen::{Generator, Kind, Spec};
+use strata_testkit::gen::truth::{hour_start, Truth};
+use strata_testkit::gen::{Generator, Kind, Spec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jsonl_and_parquet_backfill_through_validation() {

@@ -11,8 +11,8 @@ use std::process::Command;
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
-use strata_shared::gen::truth::hour_start;
-use strata_shared::gen::{Generator, Spec};
+use strata_testkit::gen::truth::hour_start;
+use strata_testkit::gen::{Generator, Spec};
 
 fn python() -> PathBuf {
     let home = std::env::var("STRATA_HOME")

@@ -13,11 +13,11 @@ use datafusion::prelude::SessionContext;
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::{open_table, Archive};
 use strata_batch::recompute::{recompute, Tier};
-use strata_shared::gen::truth::{hour_start, Truth};
-use strata_shared::gen::{Format, Generator, Spec};
 use strata_shared::sketch::Sketch;
 use strata_shared::stats::QUANTILES;
 use strata_shared::Config;
+use strata_testkit::gen::truth::{hour_start, Truth};
+use strata_testkit::gen::{Format, Generator, Spec};
 
 /// Runs `sql` over a tier's table, registered as `r`.
 async fn query_tier(cfg: &Config, tier: Tier, sql: &str) -> Vec<RecordBatch> {

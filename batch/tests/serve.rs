@@ -14,10 +14,10 @@ use strata_batch::archive::writer::Archive;
 use strata_batch::coverage::status;
 use strata_batch::jobs::{JobQueue, JobState, Trigger};
 use strata_batch::schedule::last_closed_hour;
-use strata_shared::gen::truth::Truth;
-use strata_shared::gen::{Generator, Spec};
-use strata_shared::testkit::{free_port, scrape, Proc};
 use strata_shared::Config;
+use strata_testkit::gen::truth::Truth;
+use strata_testkit::gen::{Generator, Spec};
+use strata_testkit::{free_port, scrape, Proc};
 
 const H: i64 = 3_600_000;
 

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
-use strata_shared::gen::truth::hour_start;
-use strata_shared::testkit::{env_u64, free_port, Proc};
 use strata_shared::{Config, MetricEvent};
 use strata_speed::clickhouse::writer::RollupWriter;
 use strata_speed::rollup::{Batch, Labels};
+use strata_testkit::gen::truth::hour_start;
+use strata_testkit::{env_u64, free_port, Proc};
 
 const H: i64 = 3_600_000;
 const SERIES: u32 = 100;

@@ -15,7 +15,7 @@ use strata_shared::Config;
 
 use crate::series::{exposed_base, SeriesInfo};
 use crate::source::batch::{merge_ranges, BatchError, BatchSource, View};
-use crate::source::speed::SpeedSource;
+use crate::source::speed::{SpeedError, SpeedSource};
 use crate::window::{Bucket, Layer, Need};
 
 const MINUTE_MS: i64 = 60_000;
@@ -153,7 +153,7 @@ impl Engine {
         (names.into_iter().collect(), warnings)
     }
 
-    async fn speed_names(&self, ranges: &[(i64, i64)]) -> Result<Vec<String>, String> {
+    async fn speed_names(&self, ranges: &[(i64, i64)]) -> Result<Vec<String>, SpeedError> {
         if ranges.is_empty() {
             return Ok(Vec::new());
         }
@@ -170,11 +170,7 @@ impl Engine {
                 }
             }
         }
-        let names = self
-            .speed
-            .metric_names(ranges)
-            .await
-            .map_err(|e| e.to_string())?;
+        let names = self.speed.metric_names(ranges).await?;
         let mut lists = self.names.lock().unwrap_or_else(|p| p.into_inner());
         lists.retain(|_, (at, _)| at.elapsed() < NAMES_TTL);
         if lists.len() < NAMES_KEPT {

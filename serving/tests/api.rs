@@ -484,7 +484,7 @@ async fn sql_and_recompute_work_and_are_guarded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_down_still_serves_batch_data_with_a_warning() {
     let fx = Fixture::new("chdown", 2000, &[0]).await;
-    let dead = format!("http://127.0.0.1:{}", strata_shared::testkit::free_port());
+    let dead = format!("http://127.0.0.1:{}", strata_testkit::free_port());
     let server = fx
         .serve(&[
             ("STRATA__CLICKHOUSE__URL", &dead),
@@ -523,7 +523,7 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreadable_lake_still_serves_speed_data_with_a_warning() {
     let fx = Fixture::new("lakedown", 2000, &[0]).await;
-    let dead = format!("http://127.0.0.1:{}", strata_shared::testkit::free_port());
+    let dead = format!("http://127.0.0.1:{}", strata_testkit::free_port());
     let server = fx
         .serve(&[
             ("STRATA__LAKE__URL", "s3://lake/unreachable"),

@@ -86,6 +86,7 @@ async fn merged_answers_equal_the_ground_truth_across_the_boundary() {
     let (series, _) = server
         .range(&format!("{METRIC}{{quantile=\"0.99\"}}"), h0 + H, end, 3600)
         .await;
+    let mut checked = 0;
     for (labels, values) in &series {
         let id = series_id(METRIC, labels);
         for (t, v) in values {
@@ -96,13 +97,26 @@ async fn merged_answers_equal_the_ground_truth_across_the_boundary() {
                     truth_1h[&(id, hour)].stats.quantiles[3],
                     "hour tier p99"
                 );
+                checked += 1;
             }
         }
     }
+    let want_checked = fx
+        .rows
+        .iter()
+        .filter(|r| {
+            r.tier == "1h"
+                && r.labels.metric_name == METRIC
+                && (r.start_ms == h0 || r.start_ms == h0 + 2 * H)
+        })
+        .count();
+    assert!(want_checked > 0);
+    assert_eq!(checked, want_checked, "every covered hour of every series");
     let (series, _) = server
         .range(&format!("sum({METRIC}_count)"), h0 + H, end, 3600)
         .await;
     let per_hour: Vec<(i64, f64)> = series[0].1.clone();
+    assert_eq!(per_hour.len(), 3, "hours 1, 2 and 3 of the range");
     for (t, v) in per_hour {
         let want: u64 = fx
             .rows
@@ -121,6 +135,7 @@ async fn merged_answers_equal_the_ground_truth_across_the_boundary() {
     let (series, _) = server
         .range(&format!("{METRIC}_count"), h0 + 300_000, end, 300)
         .await;
+    let mut total = 0u64;
     for (labels, values) in &series {
         let id = series_id(METRIC, labels);
         for (t, v) in values {
@@ -129,8 +144,16 @@ async fn merged_answers_equal_the_ground_truth_across_the_boundary() {
                 .map(|r| r.stats.count)
                 .sum();
             assert_eq!(*v as u64, want);
+            total += want;
         }
     }
+    let every: u64 = fx
+        .rows
+        .iter()
+        .filter(|r| r.tier == "1m" && r.labels.metric_name == METRIC)
+        .map(|r| r.stats.count)
+        .sum();
+    assert_eq!(total, every, "five-minute points hold every event once");
 
     // The JSON API: provenance, boundary, grouped statistics.
     let (status, body) = server

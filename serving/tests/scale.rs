@@ -14,7 +14,7 @@ use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
 use strata_serving::results::{lookback_ms, window_steps};
 use strata_shared::event::MetricEvent;
-use strata_shared::testkit::{scrape, CuttableProxy};
+use strata_testkit::{scrape, CuttableProxy};
 
 const METRIC: &str = "http_request_duration_ms";
 

@@ -4,15 +4,14 @@
 //! [`codec`] into a [`MetricEvent`], checked by [`validate`] (every reject is a typed
 //! [`Reject`] that names its reason), and identified by [`series::series_id`]. The layers then
 //! build their clients from one validated [`config::Config`] with [`kafka`], [`clickhouse`] and
-//! [`lake`], and report through [`telemetry`]. [`gen`] is the load generator behind `strata-gen`
-//! and the ground truth the tests and benchmarks compare against.
+//! [`lake`], and report through [`telemetry`]. The load generator and the test helpers live in
+//! `strata-testkit` (`shared/testkit/`), so the services do not ship them.
 
 pub mod clickhouse;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
-pub mod gen;
 pub mod kafka;
 pub mod lake;
 pub mod offset_gaps;
@@ -22,7 +21,6 @@ pub mod series;
 pub mod sketch;
 pub mod stats;
 pub mod telemetry;
-pub mod testkit;
 pub mod validate;
 
 pub use codec::Encoding;

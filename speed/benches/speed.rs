@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use strata_shared::gen::produce::{produce, Run};
-use strata_shared::gen::{Format, Spec};
 use strata_shared::kafka;
-use strata_shared::testkit::env_u64;
+use strata_testkit::env_u64;
+use strata_testkit::gen::produce::{produce, Run};
+use strata_testkit::gen::{Format, Spec};
 
 const EVENTS: u64 = 2_000_000;
 

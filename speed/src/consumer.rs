@@ -45,7 +45,15 @@ const REVOKE_DEADLINE: Duration = Duration::from_secs(60);
 const MAX_BATCH_ROWS: usize = 1_000_000;
 
 /// Series already in ClickHouse, per metric.
-type AdmittedSeries = Vec<(String, Vec<u64>)>;
+type AdmittedSeries = Vec<(String, Vec<(u64, i64)>)>;
+
+/// An empty cardinality guard as configured.
+fn guard_for(cfg: &Config) -> CardinalityGuard {
+    CardinalityGuard::new(
+        cfg.speed.max_series_per_metric,
+        cfg.speed.series_live_window.as_millis() as i64,
+    )
+}
 
 /// What the consumer thread sends the writer task.
 pub enum WriterCmd {
@@ -101,7 +109,7 @@ impl Pipeline {
         stop: Arc<AtomicBool>,
         abandon: Arc<AtomicBool>,
     ) -> Self {
-        let guard = CardinalityGuard::new(cfg.speed.max_series_per_metric);
+        let guard = guard_for(&cfg);
         Self {
             cfg,
             rt,
@@ -188,7 +196,10 @@ impl Pipeline {
                     self.metrics.outcome.duplicate.inc();
                 } else {
                     let id = e.series_id();
-                    match st.guard.admit(&e.metric_name, &e.source, id) {
+                    match st
+                        .guard
+                        .admit(&e.metric_name, &e.source, id, e.timestamp_ms)
+                    {
                         Admission::Admitted => {
                             self.metrics.outcome.accepted.inc();
                             st.batch.add(id, e.timestamp_ms, e.value, || {
@@ -327,7 +338,7 @@ impl Pipeline {
         self.quiesce();
         let (stored, admitted) = self.read_stored_state();
         let window = self.cfg.speed.dedup_window as i64;
-        let mut guard = CardinalityGuard::new(self.cfg.speed.max_series_per_metric);
+        let mut guard = guard_for(&self.cfg);
         for (metric, ids) in admitted {
             guard.preload(&metric, ids);
         }
@@ -401,7 +412,9 @@ impl Pipeline {
             let res = self.rt.block_on(async {
                 Ok::<_, clickhouse::error::Error>((
                     self.writer.settled_offsets().await?,
-                    self.writer.admitted_series().await?,
+                    self.writer
+                        .admitted_series(self.cfg.speed.series_live_window)
+                        .await?,
                 ))
             });
             match res {

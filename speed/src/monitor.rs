@@ -90,7 +90,8 @@ fn report_lag(c: &BaseConsumer, topic: &str, metrics: &Metrics) {
     }
 }
 
-async fn gauges(
+/// Reads the active parts and running merges of the database's tables into the gauges.
+pub async fn gauges(
     client: &Client,
     db: &str,
     metrics: &Metrics,

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use strata_shared::gen::{Format, Spec};
+use strata_testkit::gen::{Format, Spec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_sigkills_during_a_stream_lose_nothing_and_count_nothing_twice() {

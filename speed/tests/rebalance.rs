@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use strata_shared::gen::Spec;
+use strata_testkit::gen::Spec;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
@@ -21,21 +21,37 @@ async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
     let producer = env.produce_in_background(spec.clone(), events, 4_000.0);
     let a_port = free_port();
     let mut a = env.spawn_speed_on("a", a_port, &[]);
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // b joins once a writes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while env.counted().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a never wrote\n{}",
+            env.log("a")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut b = env.spawn_speed("b", &[]);
-    tokio::time::sleep(Duration::from_secs(9)).await;
     // When b joined, every partition was revoked from a and some came back to it; a had written
     // them last, so it kept their duplicate filters instead of re-reading the window.
-    let kept = scrape(
-        a_port,
-        "strata_speed_partition_assignments_total{start=\"filter_kept\"",
-    )
-    .unwrap_or(0.0);
-    assert!(
-        kept > 0.0,
-        "partitions that came back to a kept their duplicate filter\n{}",
-        env.log("a")
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let kept = scrape(
+            a_port,
+            "strata_speed_partition_assignments_total{start=\"filter_kept\"",
+        )
+        .unwrap_or(0.0);
+        if kept > 0.0 && env.log("b").contains("assigned") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "within 60 s of b joining, partitions came back to a with their duplicate filter \
+             (kept {kept}) and b took some\n{}",
+            env.log("a")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         terminate(&mut a).success(),
         "the leaving instance flushes and exits cleanly"

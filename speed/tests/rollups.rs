@@ -11,8 +11,8 @@ use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::Message;
-use strata_shared::gen::{Format, Generator, Spec};
 use strata_shared::kafka;
+use strata_testkit::gen::{Format, Generator, Spec};
 
 async fn rollups_equal_truth(name: &str, format: Format, framed: f64) {
     let env = TestEnv::new(name).await;
@@ -86,7 +86,7 @@ async fn malformed_messages_land_in_the_dlq_with_their_reason_while_valid_ones_f
     let originals: HashMap<Vec<u8>, &'static str> = Generator::new(spec)
         .take(events as usize)
         .filter_map(|m| match m.kind {
-            strata_shared::gen::Kind::Malformed(code) => Some((m.payload, code)),
+            strata_testkit::gen::Kind::Malformed(code) => Some((m.payload, code)),
             _ => None,
         })
         .collect();

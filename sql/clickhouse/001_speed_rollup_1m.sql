@@ -7,6 +7,14 @@
 -- Portable between ClickHouse 18.16 and current releases: DateTime (not DateTime64), tag pairs as
 -- two arrays (not Map), no TTL (retention drops old partitions), ENGINE = X() PARTITION BY ... ORDER BY.
 -- {db} is replaced by the quoted database name from clickhouse.database.
+--
+-- Every column is either an aggregate state or part of the sorting key: a background merge
+-- collapses the rows of one sorting key, and a plain column outside it would keep an arbitrary
+-- value (current releases refuse such a table). source, tag_keys and tag_values are the series'
+-- labels, which series_id is a hash of, so adding them after (metric_name, series_id, minute)
+-- leaves the rows that merge unchanged; the primary index stays (metric_name, series_id, minute).
+-- Tables created by earlier versions with the shorter key keep working where the server accepts
+-- them (their label columns hold the same value in every row of a key, so no value is lost).
 
 CREATE TABLE IF NOT EXISTS {db}.speed_rollup_1m
 (
@@ -23,4 +31,6 @@ CREATE TABLE IF NOT EXISTS {db}.speed_rollup_1m
     mx           AggregateFunction(max, Float64),
     q            AggregateFunction(quantilesTDigestArray(0.5, 0.9, 0.95, 0.99), Array(Float64)),
     kafka_offset AggregateFunction(max, Int64)
-) ENGINE = AggregatingMergeTree() PARTITION BY ingest_day ORDER BY (metric_name, series_id, minute);
+) ENGINE = AggregatingMergeTree() PARTITION BY ingest_day
+  ORDER BY (metric_name, series_id, minute, source, tag_keys, tag_values)
+  PRIMARY KEY (metric_name, series_id, minute);

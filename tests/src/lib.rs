@@ -3,13 +3,15 @@
 //! a private topic, dead-letter topic, ClickHouse database, lake folder and ports, so a test
 //! sees only its own data.
 
+pub mod recorder;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use strata_shared::testkit::{free_port, Proc};
 use strata_shared::{kafka, Config};
+use strata_testkit::{free_port, Proc};
 
 /// The directory holding the workspace's binaries: next to this executable (a test lives in
 /// `target/<profile>/deps/`, a binary in `target/<profile>/`).
@@ -47,7 +49,7 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         // The services first: strata-speed would create its tables again.
         self.procs.clear();
-        strata_shared::testkit::drop_clickhouse_database(&self.cfg.clickhouse);
+        strata_testkit::drop_clickhouse_database(&self.cfg.clickhouse);
     }
 }
 

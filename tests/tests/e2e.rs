@@ -14,11 +14,11 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::Message as _;
 use strata_serving::series::series_id_of as series_id;
 use strata_shared::codec::{encode, Encoding};
-use strata_shared::gen::produce::{produce, Run};
-use strata_shared::gen::truth::{hour_start, Truth};
-use strata_shared::gen::{Format, Generator, Kind, Spec};
 use strata_shared::kafka;
 use strata_shared::stats::QUANTILES;
+use strata_testkit::gen::produce::{produce, Run};
+use strata_testkit::gen::truth::{hour_start, Truth};
+use strata_testkit::gen::{Format, Generator, Kind, Spec};
 use strata_tests::Pipeline;
 
 const H: i64 = 3_600_000;
@@ -128,7 +128,7 @@ async fn generated_load_comes_back_exact_through_both_apis() {
 
     // Wait until both layers hold everything: the per-minute counts through the API equal the
     // truth, and every closed hour with data is batch-covered.
-    let metrics: Vec<String> = (0..3).map(strata_shared::gen::metric_name).collect();
+    let metrics: Vec<String> = (0..3).map(strata_testkit::gen::metric_name).collect();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let mut total = 0.0;

@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata_shared::gen::produce::{produce, Run};
-use strata_shared::gen::{Format, Spec};
+use strata_testkit::gen::produce::{produce, Run};
+use strata_testkit::gen::{Format, Spec};
 use strata_tests::{promtool, root, Pipeline};
 
 /// The panels' expressions, with the dashboard variables as Grafana fills them.

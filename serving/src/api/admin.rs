@@ -170,11 +170,16 @@ pub struct RecomputeRequest {
     pub to: TimeArg,
 }
 
+/// Client mistakes are 4xx; a lake that cannot be reached is 503 (with `Retry-After`); a job
+/// document this server cannot read is its own fault, 500.
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Invalid(m) => ApiError::bad_data(m),
         JobError::NotFound(id) => ApiError::new(ErrorType::NotFound, format!("no job {id:?}")),
-        other => ApiError::new(ErrorType::Unavailable, other.to_string()),
+        JobError::Store(_) | JobError::Lake(_) => {
+            ApiError::new(ErrorType::Unavailable, e.to_string())
+        }
+        JobError::Corrupt { .. } => ApiError::new(ErrorType::Internal, e.to_string()),
     }
 }
 

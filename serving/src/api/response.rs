@@ -104,6 +104,13 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if matches!(self.kind, ErrorType::Unavailable) {
+            // A dependency is down: the same request can succeed later.
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
         if self.kind == ErrorType::Unauthorized {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
-use strata_shared::gen::truth::{hour_start, Truth, TruthRow};
-use strata_shared::gen::{Generator, Spec};
-use strata_shared::testkit::{free_port, Proc};
 use strata_shared::Config;
 use strata_speed::clickhouse::writer::RollupWriter;
 use strata_speed::rollup::{Batch, Labels};
+use strata_testkit::gen::truth::{hour_start, Truth, TruthRow};
+use strata_testkit::gen::{Generator, Spec};
+use strata_testkit::{free_port, Proc};
 
 pub const H: i64 = 3_600_000;
 
@@ -37,7 +37,7 @@ pub struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        strata_shared::testkit::drop_clickhouse_database(&self.cfg.clickhouse);
+        strata_testkit::drop_clickhouse_database(&self.cfg.clickhouse);
     }
 }
 

@@ -196,8 +196,12 @@ pub struct SpeedConfig {
     /// Duplicate event_ids are dropped when seen again within this many offsets of the same
     /// partition (0 turns deduplication off). Deterministic, so it survives restarts.
     pub dedup_window: u64,
-    /// Most series per metric; later series fold into one overflow series.
+    /// Most live series per metric; other series fold into one overflow series.
     pub max_series_per_metric: usize,
+    /// A series is live while it had an event within this time (event time) of its metric's
+    /// newest; a series silent for longer frees its place under `max_series_per_metric`.
+    #[serde(with = "humantime_serde")]
+    pub series_live_window: Duration,
     /// Days of rollups kept; older ClickHouse partitions are dropped.
     pub retention_days: u32,
     /// Longest wait between two attempts to write to ClickHouse.
@@ -216,6 +220,7 @@ impl Default for SpeedConfig {
             max_pending_batches: 2,
             dedup_window: 100_000,
             max_series_per_metric: 10_000,
+            series_live_window: Duration::from_secs(86_400),
             retention_days: 90,
             max_retry_backoff: Duration::from_secs(10),
             listen: "127.0.0.1:9101".into(),
@@ -482,6 +487,12 @@ impl Config {
             return Err(ConfigError::key(
                 "speed.max_series_per_metric",
                 "must be at least 1",
+            ));
+        }
+        if sp.series_live_window < Duration::from_secs(60) {
+            return Err(ConfigError::key(
+                "speed.series_live_window",
+                "must be at least 1m",
             ));
         }
         if sp.retention_days == 0 {

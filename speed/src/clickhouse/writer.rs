@@ -77,7 +77,8 @@ struct Running {
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct MetricSeries {
     metric_name: String,
-    ids: Vec<u64>,
+    series_id: u64,
+    last_ms: i64,
 }
 
 /// Days since 1970-01-01 (ClickHouse `Date`), today in UTC.
@@ -193,20 +194,31 @@ impl RollupWriter {
         Ok(rows.into_iter().map(|m| (m.partition, m.offset)).collect())
     }
 
-    /// Series already admitted per metric (overflow series excluded), for the cardinality guard.
+    /// The live series per metric (overflow series excluded) with the start of the last minute
+    /// each was seen: those with rollups within `window` of now, for the cardinality guard.
     pub async fn admitted_series(
         &self,
-    ) -> Result<Vec<(String, Vec<u64>)>, clickhouse::error::Error> {
+        window: Duration,
+    ) -> Result<Vec<(String, Vec<(u64, i64)>)>, clickhouse::error::Error> {
+        let since = (chrono::Utc::now().timestamp() - window.as_secs() as i64).max(0);
         let rows: Vec<MetricSeries> = self
             .client
             .query(&format!(
-                "SELECT metric_name, groupUniqArray(series_id) AS ids FROM {ROLLUP_TABLE} \
-                 WHERE metric_name != '' AND NOT has(tag_keys, ?) GROUP BY metric_name"
+                "SELECT metric_name, series_id, toInt64(toUInt32(max(minute))) * 1000 AS last_ms \
+                 FROM {ROLLUP_TABLE} WHERE metric_name != '' AND NOT has(tag_keys, ?) \
+                 AND ingest_day >= toDate(toDateTime({since}) - 86400) AND minute >= toDateTime({since}) \
+                 GROUP BY metric_name, series_id"
             ))
             .bind(crate::cardinality::OVERFLOW_TAG)
             .fetch_all()
             .await?;
-        Ok(rows.into_iter().map(|r| (r.metric_name, r.ids)).collect())
+        let mut out: std::collections::BTreeMap<String, Vec<(u64, i64)>> = Default::default();
+        for r in rows {
+            out.entry(r.metric_name)
+                .or_default()
+                .push((r.series_id, r.last_ms));
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Writes `batch`, retrying for as long as ClickHouse is unreachable or overloaded (until

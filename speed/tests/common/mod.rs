@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use clickhouse::Client;
 use serde::Deserialize;
 use strata_shared::config::KafkaConfig;
-use strata_shared::gen::produce::{produce, Report, Run};
-use strata_shared::gen::truth::{Truth, TruthRow};
-use strata_shared::gen::Spec;
 use strata_shared::stats::quantile_cont;
+use strata_shared::{kafka, Config};
+use strata_testkit::gen::produce::{produce, Report, Run};
+use strata_testkit::gen::truth::{Truth, TruthRow};
+use strata_testkit::gen::Spec;
 #[allow(unused_imports)]
-pub use strata_shared::testkit::{free_port, scrape, Proc};
-use strata_shared::{kafka, testkit, Config};
+pub use strata_testkit::{free_port, scrape, Proc};
 
 /// One test's private slice of the stack.
 pub struct TestEnv {
@@ -224,7 +224,7 @@ pub fn produce_with_truth(k: &KafkaConfig, spec: Spec, events: u64, rate: f64) -
 
 /// Runs `infra/stack.sh ARGS` (to stop or start one server of the local stack).
 pub fn stack(args: &[&str]) {
-    testkit::stack(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."), args);
+    strata_testkit::stack(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."), args);
 }
 
 /// Sends SIGTERM and waits for a clean exit.
@@ -303,7 +303,7 @@ pub fn assert_quantiles_within_rank_error(ch: &[ChRow], values: &HashMap<(u64, u
 pub fn values_per_minute(spec: &Spec, events: u64) -> HashMap<(u64, u32), Vec<f64>> {
     let mut seen = std::collections::HashSet::new();
     let mut out: HashMap<(u64, u32), Vec<f64>> = HashMap::new();
-    for m in strata_shared::gen::Generator::new(spec.clone()).take(events as usize) {
+    for m in strata_testkit::gen::Generator::new(spec.clone()).take(events as usize) {
         if let Some(e) = m.event {
             if seen.insert(e.event_id.clone()) {
                 let minute = (e.timestamp_ms.div_euclid(60_000) * 60) as u32;

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
-use strata_shared::gen::produce::{produce, Run};
-use strata_shared::gen::truth::{hour_start, Truth};
-use strata_shared::gen::{metric_name, Format, Generator, Spec};
-use strata_shared::testkit::{env_u64, scrape, stack};
+use strata_testkit::gen::produce::{produce, Run};
+use strata_testkit::gen::truth::{hour_start, Truth};
+use strata_testkit::gen::{metric_name, Format, Generator, Spec};
+use strata_testkit::{env_u64, scrape, stack};
 use strata_tests::{root, Pipeline};
 
 const H: i64 = 3_600_000;

@@ -14,10 +14,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use strata_shared::gen::produce::{produce, Run};
-use strata_shared::gen::truth::Truth;
-use strata_shared::gen::{Format, Spec, ValueDist};
 use strata_shared::{config, telemetry, Config};
+use strata_testkit::gen::produce::{produce, Run};
+use strata_testkit::gen::truth::Truth;
+use strata_testkit::gen::{Format, Spec, ValueDist};
 
 /// Produce generated metric events to Kafka.
 #[derive(Parser, Debug)]
@@ -147,7 +147,7 @@ fn to_file(args: &Args, path: &std::path::Path, spec: Spec) -> anyhow::Result<()
     let mut out = BufWriter::new(f);
     let mut truth = args.truth.as_ref().map(|_| Truth::new(Some(spec.clone())));
     let (mut written, mut skipped) = (0u64, 0u64);
-    for m in strata_shared::gen::Generator::new(spec).take(args.events as usize) {
+    for m in strata_testkit::gen::Generator::new(spec).take(args.events as usize) {
         if m.payload.contains(&b'\n') {
             skipped += 1;
             continue;

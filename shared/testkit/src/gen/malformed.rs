@@ -1,12 +1,12 @@
 //! A corpus of malformed messages, each with the reason code Strata must give it under the
-//! default [`Limits`](crate::validate::Limits). The generator emits them in turn; the speed
+//! default [`Limits`](strata_shared::validate::Limits). The generator emits them in turn; the speed
 //! layer's dead-letter tests expect every one in the DLQ with exactly this code.
 
 use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 
-use crate::codec::{encode, frame, Encoding};
-use crate::event::MetricEvent;
+use strata_shared::codec::{encode, frame, Encoding};
+use strata_shared::event::MetricEvent;
 
 /// One kind of malformed message.
 pub struct MalformedKind {
@@ -237,7 +237,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::validate::{check_message, Limits};
+    use strata_shared::validate::{check_message, Limits};
 
     #[test]
     fn each_kind_gets_its_code_and_the_corpus_is_broad() {

@@ -18,8 +18,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, LogNormal, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{encode, frame, Encoding};
-use crate::event::MetricEvent;
+use strata_shared::codec::{encode, frame, Encoding};
+use strata_shared::event::MetricEvent;
 
 /// How values of a metric are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -337,7 +337,7 @@ impl Iterator for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{check_message, Limits};
+    use strata_shared::validate::{check_message, Limits};
 
     fn spec() -> Spec {
         Spec {

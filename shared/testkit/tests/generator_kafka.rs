@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::Message as _;
 use strata_shared::config::KafkaConfig;
-use strata_shared::gen::truth::{read_jsonl, TruthRow};
-use strata_shared::gen::Generator;
 use strata_shared::validate::{check_message, Limits};
 use strata_shared::{kafka, Config};
+use strata_testkit::gen::truth::{read_jsonl, TruthRow};
+use strata_testkit::gen::Generator;
 
 const EVENTS: usize = 100_000;
 

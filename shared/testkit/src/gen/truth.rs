@@ -11,7 +11,7 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use super::{Kind, Message, Spec};
-use crate::stats::Summary;
+use strata_shared::stats::Summary;
 
 /// Labels of one series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,7 +193,7 @@ pub fn read_jsonl(r: impl BufRead) -> std::io::Result<(Vec<TruthRow>, TruthSumma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MetricEvent;
+    use strata_shared::event::MetricEvent;
 
     fn msg(kind: Kind, e: MetricEvent) -> Message {
         Message {

@@ -100,7 +100,7 @@ pub fn sum_samples(page: &str, metric: &str) -> Option<f64> {
 
 /// Drops a test's ClickHouse database (plain blocking HTTP, so it can run in `Drop`); errors
 /// are ignored — a test that cleans up must not fail for it.
-pub fn drop_clickhouse_database(cfg: &crate::config::ClickHouseConfig) {
+pub fn drop_clickhouse_database(cfg: &strata_shared::config::ClickHouseConfig) {
     use std::io::{Read, Write};
     let Some(addr) = cfg
         .url
@@ -115,7 +115,7 @@ pub fn drop_clickhouse_database(cfg: &crate::config::ClickHouseConfig) {
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let sql = format!(
         "DROP DATABASE IF EXISTS {}",
-        crate::clickhouse::quote_identifier(&cfg.database)
+        strata_shared::clickhouse::quote_identifier(&cfg.database)
     );
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nX-ClickHouse-User: {}\r\nX-ClickHouse-Key: {}\r\n\
@@ -159,7 +159,7 @@ impl CuttableProxy {
         ));
         let counts = open.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !*rx.borrow() {
                     drop(client); // refused, as far as the client can tell
                     continue;

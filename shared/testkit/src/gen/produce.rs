@@ -12,8 +12,8 @@ use rdkafka::{ClientContext, Message};
 
 use super::truth::Truth;
 use super::{Generator, Kind, Spec};
-use crate::config::KafkaConfig;
-use crate::kafka;
+use strata_shared::config::KafkaConfig;
+use strata_shared::kafka;
 
 /// What a run produced.
 #[derive(Debug, Clone, Default, PartialEq)]
