@@ -43,12 +43,14 @@ test: up ## start the stack, then build and run the whole test suite
 	$(CARGO) test --workspace --no-run
 	$(CARGO) test --workspace
 
+# Every target builds with --workspace, so that one set of artifacts per profile serves them all
+# (a `-p` build unifies features differently and rebuilds DataFusion and the rest).
 e2e: up ## only the end-to-end tests (the whole pipeline; part of make test)
-	$(CARGO) build --workspace
-	$(CARGO) test -p strata-tests
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --test e2e --test grafana_panels --test current_clickhouse --test services_script
 
 fuzz: up ## schemathesis, the PromQL fuzz and the security tests against strata-serving (part of make test)
-	$(CARGO) test -p strata-serving --test schemathesis --test fuzz --test security
+	$(CARGO) test --workspace --test schemathesis --test fuzz --test security
 
 chaos: up ## 2M events through the pipeline while everything fails; counts what was lost
 	$(CARGO) build --workspace --bins
@@ -57,8 +59,6 @@ chaos: up ## 2M events through the pipeline while everything fails; counts what 
 test-unit: ## only the tests that need no server
 	$(CARGO) test --workspace --lib --bins
 
-# Benchmarks build with --workspace so that every bench target shares one set of release
-# artifacts (a `-p` build unifies features differently and rebuilds DataFusion and the rest).
 BENCH := $(CARGO) bench --workspace
 
 bench-speed: up ## speed layer vs ClickHouse's Kafka engine and the raw consumer (release build)

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use strata_shared::retry::Backoff;
 use strata_shared::telemetry::Telemetry;
 use strata_shared::Config;
 
@@ -105,7 +106,7 @@ pub async fn run_serve(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> 
 
     let schedule = cron::Schedule::from_str(&cfg.batch.schedule).expect("validated at load");
     let queue = JobQueue::open(&cfg)?;
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         match queue.requeue_interrupted().await {
             Ok(n) => {
@@ -116,10 +117,9 @@ pub async fn run_serve(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> 
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the job queue yet; retrying");
-                if sleep_or_stop(&stop, backoff).await {
+                if sleep_or_stop(&stop, backoff.next_delay()).await {
                     return Ok(());
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -237,16 +237,15 @@ async fn run_job(cfg: &Config, queue: &JobQueue, job: Job, m: &ServeMetrics, sto
     m.jobs.with_label_values(&[state]).inc();
     // The outcome must be recorded: retry the store until it answers (or we are stopped, and
     // the job runs again at the next start).
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while let Err(e) = queue
         .finish(job.clone(), outcome.clone(), Utc::now().timestamp_millis())
         .await
     {
         tracing::warn!(id = %job.id, error = %e, "cannot record the job's outcome; retrying");
-        if sleep_or_stop(stop, backoff).await {
+        if sleep_or_stop(stop, backoff.next_delay()).await {
             return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::BaseConsumer;
+use strata_shared::retry::Backoff;
 use strata_shared::telemetry::Telemetry;
 use strata_shared::{kafka, Config};
 
@@ -25,12 +26,13 @@ pub async fn run_archive(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error
     let router = telemetry.router();
     tokio::spawn(async move { axum::serve(listener, router).await });
 
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let archive = loop {
         match Archive::open(&cfg).await {
             Ok(a) => break a,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the lake yet; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
                 if stop.load(Ordering::SeqCst) {
                     return Ok(());
                 }

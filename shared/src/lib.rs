@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod lake;
 pub mod offset_gaps;
 pub mod reject;
+pub mod retry;
 pub mod self_report;
 pub mod series;
 pub mod sketch;

@@ -32,7 +32,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cardinality::{overflow_tags, Admission, CardinalityGuard};
-use crate::clickhouse::retry::Backoff;
+use crate::clickhouse::retry::{Backoff, FIRST_RETRY};
 use crate::clickhouse::writer::RollupWriter;
 use crate::dead_letters::DeadLetters;
 use crate::dedup::DedupWindow;
@@ -407,7 +407,7 @@ impl Pipeline {
     }
 
     fn read_stored_state(&self) -> (BTreeMap<i32, i64>, AdmittedSeries) {
-        let mut backoff = Backoff::new(self.cfg.speed.max_retry_backoff);
+        let mut backoff = Backoff::new(FIRST_RETRY, self.cfg.speed.max_retry_backoff);
         loop {
             let res = self.rt.block_on(async {
                 Ok::<_, clickhouse::error::Error>((

@@ -11,7 +11,7 @@ use strata_shared::telemetry::Telemetry;
 use strata_shared::{kafka, Config};
 use tokio::sync::mpsc;
 
-use crate::clickhouse::retry::{classify, Backoff, Verdict};
+use crate::clickhouse::retry::{classify, Backoff, Verdict, FIRST_RETRY};
 use crate::clickhouse::schema::migrate;
 use crate::clickhouse::writer::{RollupWriter, WriteError};
 use crate::consumer::{self, Pipeline, SpeedContext, WriterCmd, Written};
@@ -34,7 +34,7 @@ pub async fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
     tracing::info!(%addr, "metrics on /metrics");
 
     // ClickHouse or the broker may come up after us: wait for them, never give up.
-    let mut backoff = Backoff::new(cfg.speed.max_retry_backoff);
+    let mut backoff = Backoff::new(FIRST_RETRY, cfg.speed.max_retry_backoff);
     while let Err(e) = migrate(&cfg.clickhouse).await {
         if classify(&e) == Verdict::Permanent {
             // Wrong credentials, no permission, bad SQL: waiting will not fix it.
@@ -46,7 +46,7 @@ pub async fn run(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> {
             return Ok(());
         }
     }
-    let mut backoff = Backoff::new(cfg.speed.max_retry_backoff);
+    let mut backoff = Backoff::new(FIRST_RETRY, cfg.speed.max_retry_backoff);
     while let Err(e) = kafka::ensure_topics(&cfg.kafka).await {
         tracing::warn!(error = %e, "cannot reach the broker to check topics yet; retrying");
         tokio::time::sleep(backoff.next_delay()).await;
@@ -159,7 +159,7 @@ async fn writer_loop(
 
 /// Waits until a dead letter is acknowledged, sending it again for as long as it fails.
 async fn deliver(dead_letters: &DeadLetters, mut f: DeliveryFuture) {
-    let mut backoff = Backoff::new(Duration::from_secs(10));
+    let mut backoff = Backoff::new(FIRST_RETRY, Duration::from_secs(10));
     loop {
         match f.await {
             Ok(Ok(_)) => return,

@@ -19,6 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
 use strata_shared::offset_gaps::GapGuard;
+use strata_shared::retry::Backoff;
 use strata_shared::validate::check_message;
 use strata_shared::Config;
 use tokio::runtime::Handle;
@@ -160,7 +161,7 @@ impl Archiver {
             return Some(BTreeMap::new());
         }
         let started = Instant::now();
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut archive = self.archive.lock().expect("not poisoned");
         loop {
             let t = Instant::now();
@@ -185,8 +186,7 @@ impl Archiver {
                 tracing::error!("the lake stayed unreachable; dropping the pending batch (it will be read again)");
                 return None;
             }
-            std::thread::sleep(wait);
-            wait = (wait * 2).min(Duration::from_secs(10));
+            std::thread::sleep(backoff.next_delay());
             // The failed attempt may have landed: keep only what the stored offsets lack.
             let partitions: Vec<i32> = batch.offsets.keys().copied().collect();
             match self.rt.block_on(archive.stored_offsets(&partitions)) {
@@ -206,6 +206,7 @@ impl Archiver {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         let ids: Vec<i32> = parts.iter().map(|(_, p)| *p).collect();
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let stored = loop {
             let res = self.rt.block_on(
                 self.archive
@@ -217,7 +218,7 @@ impl Archiver {
                 Ok(s) => break s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the archive's offsets; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
+                    std::thread::sleep(backoff.next_delay());
                 }
             }
         };

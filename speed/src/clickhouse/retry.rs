@@ -4,7 +4,8 @@
 //! HTTP 5xx without a permanent code, too many parts, memory limits, read-only tables). Missing
 //! tables or database: run the migration again, then retry. Anything else (syntax, type
 //! mismatch, permissions) is the operator's to fix: strata-speed stops with the error after a few
-//! attempts instead of spinning forever — nothing is lost, since no offset moved.
+//! attempts instead of spinning forever — nothing is lost, since no offset moved. The wait
+//! between attempts is the shared [`Backoff`].
 
 use std::time::Duration;
 
@@ -59,44 +60,11 @@ pub fn classify(err: &clickhouse::error::Error) -> Verdict {
     }
 }
 
-/// Exponential backoff: 100 ms, doubling, capped at `max`, with ±20 % jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-    attempts: u32,
-}
+/// The wait between attempts: Strata's one backoff (from 100 ms, doubling, capped, jittered).
+pub use strata_shared::retry::Backoff;
 
-impl Backoff {
-    /// Starts at 100 ms.
-    pub fn new(max: Duration) -> Self {
-        Self {
-            next: Duration::from_millis(100),
-            max,
-            attempts: 0,
-        }
-    }
-
-    /// The wait before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        self.attempts += 1;
-        let base = self.next.min(self.max);
-        self.next = (self.next * 2).min(self.max);
-        let jitter = 0.8 + 0.4 * (rand_fraction(self.attempts));
-        base.mul_f64(jitter)
-    }
-
-    /// Failed attempts so far.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-}
-
-/// A cheap deterministic-looking spread in [0, 1) without a random-number dependency.
-fn rand_fraction(n: u32) -> f64 {
-    let x = (n as u64 ^ std::process::id() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
+/// The first wait after a failed ClickHouse call.
+pub const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
@@ -150,21 +118,5 @@ mod tests {
             Verdict::Retry
         );
         assert_eq!(classify(&E::NotEnoughData), Verdict::Permanent);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_secs(1));
-        let d: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        assert!(
-            d[0] >= Duration::from_millis(80) && d[0] <= Duration::from_millis(120),
-            "{d:?}"
-        );
-        assert!(
-            d[3] >= Duration::from_millis(640) && d[3] <= Duration::from_millis(960),
-            "{d:?}"
-        );
-        assert!(d[7] <= Duration::from_millis(1200), "{d:?}");
-        assert_eq!(b.attempts(), 8);
     }
 }

@@ -25,7 +25,7 @@ use clickhouse::Client;
 use serde::Deserialize;
 use strata_shared::config::ClickHouseConfig;
 
-use super::retry::{classify, Backoff, Verdict};
+use super::retry::{classify, Backoff, Verdict, FIRST_RETRY};
 use super::schema::{migrate, INGEST_TABLE, ROLLUP_TABLE};
 use crate::rollup::{Batch, IngestBatch};
 
@@ -229,7 +229,7 @@ impl RollupWriter {
         abandon: &AtomicBool,
         mut on_retry: impl FnMut(&clickhouse::error::Error),
     ) -> Result<Duration, WriteError> {
-        let mut backoff = Backoff::new(self.max_backoff);
+        let mut backoff = Backoff::new(FIRST_RETRY, self.max_backoff);
         let mut permanent = 0;
         loop {
             let started = Instant::now();
