@@ -7,6 +7,11 @@
 //! same job (created once, by a conditional put), and a request without a key for a range that
 //! is already queued or running returns that job instead of adding another. One `serve` process
 //! runs jobs; a job found `running` when it starts was cut short by a crash and is queued again.
+//!
+//! The queue stays small and cheap to work: each job that is queued or running also has an
+//! empty marker `_strata/queue/<queued at>-<id>`, so claiming and the duplicate check read the
+//! markers and the documents of active jobs only — not every finished job — and finished jobs
+//! older than `batch.jobs_retention` are removed by [`JobQueue::prune`].
 
 use std::sync::Arc;
 
@@ -18,6 +23,8 @@ use strata_shared::Config;
 
 /// Where jobs live, relative to the lake root.
 pub const JOBS_PREFIX: &str = "_strata/jobs";
+/// Where the markers of queued and running jobs live.
+pub const ACTIVE_PREFIX: &str = "_strata/queue";
 /// Longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 256;
 /// Widest range one job may recompute.
@@ -60,6 +67,9 @@ pub struct JobReport {
     pub rows_1m: usize,
     /// Rows written to rollup_1h.
     pub rows_1h: usize,
+    /// What it waited for before reading the archive (requested recomputes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited: Option<crate::archive::progress::Waited>,
 }
 
 /// One recompute job, as stored.
@@ -148,17 +158,60 @@ pub fn check_range(from_ms: i64, to_ms: i64) -> Result<(), JobError> {
 #[derive(Clone)]
 pub struct JobQueue {
     store: Arc<dyn ObjectStore>,
+    reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl JobQueue {
     /// The queue of the configured lake.
     pub fn open(cfg: &Config) -> Result<Self, JobError> {
         let store = strata_shared::lake::object_store(&cfg.lake, &cfg.s3)?;
-        Ok(Self { store })
+        Ok(Self {
+            store,
+            reads: Arc::default(),
+        })
     }
 
     fn path(id: &str) -> Path {
         Path::from(format!("{JOBS_PREFIX}/{id}.json"))
+    }
+
+    fn marker(job: &Job) -> Path {
+        Path::from(format!(
+            "{ACTIVE_PREFIX}/{:013}-{}",
+            job.queued_at_ms, job.id
+        ))
+    }
+
+    /// Job documents read since the queue was opened (the cost of working it).
+    pub fn documents_read(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The active (queued or running) jobs, oldest first, from their markers; a marker whose
+    /// job has finished or vanished (a crash between two writes) is removed.
+    pub async fn active(&self) -> Result<Vec<Job>, JobError> {
+        let prefix = Path::from(ACTIVE_PREFIX);
+        let mut metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        metas.sort_by(|a, b| a.location.cmp(&b.location));
+        let mut out = Vec::with_capacity(metas.len());
+        for m in metas {
+            let Some((_, id)) = m.location.filename().and_then(|f| f.split_once('-')) else {
+                continue;
+            };
+            match self.get(id).await {
+                Ok(j) if matches!(j.state, JobState::Queued | JobState::Running) => out.push(j),
+                Ok(_) | Err(JobError::NotFound(_)) => self.forget(&m.location).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn forget(&self, marker: &Path) -> Result<(), JobError> {
+        match self.store.delete(marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Adds a job for `[from_ms, to_ms)`, or returns the one this request already made: the
@@ -182,11 +235,12 @@ impl JobQueue {
                 format!("k{:016x}", xxhash_rust::xxh64::xxh64(k.as_bytes(), 0))
             }
             None => {
-                if let Some(j) = self.list().await?.into_iter().find(|j| {
-                    j.from_ms == from_ms
-                        && j.to_ms == to_ms
-                        && matches!(j.state, JobState::Queued | JobState::Running)
-                }) {
+                if let Some(j) = self
+                    .active()
+                    .await?
+                    .into_iter()
+                    .find(|j| j.from_ms == from_ms && j.to_ms == to_ms)
+                {
                     return Ok((j, false));
                 }
                 format!("j{now_ms:013}{:08x}", uuid::Uuid::new_v4().as_u128() as u32)
@@ -216,7 +270,12 @@ impl JobQueue {
             .put_opts(&Self::path(&id), PutPayload::from(body), opts)
             .await
         {
-            Ok(_) => Ok((job, true)),
+            Ok(_) => {
+                self.store
+                    .put(&Self::marker(&job), PutPayload::default())
+                    .await?;
+                Ok((job, true))
+            }
             Err(object_store::Error::AlreadyExists { .. }) => {
                 let existing = self.get(&id).await?;
                 if (existing.from_ms, existing.to_ms) != (from_ms, to_ms) {
@@ -235,6 +294,8 @@ impl JobQueue {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(JobError::NotFound(id.to_owned()));
         }
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let bytes = match self.store.get(&Self::path(id)).await {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => {
@@ -276,23 +337,31 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Queues again every job left `running` by a process that died (call once at start-up).
+    /// Queues again every job left `running` by a process that died, and gives every active job
+    /// its marker (a crash between writing a job and its marker). Call once at start-up: it
+    /// reads every job.
     pub async fn requeue_interrupted(&self) -> Result<usize, JobError> {
         let mut n = 0;
         for mut j in self.list().await? {
+            if !matches!(j.state, JobState::Queued | JobState::Running) {
+                continue;
+            }
             if j.state == JobState::Running {
                 j.state = JobState::Queued;
                 self.save(&j).await?;
                 n += 1;
             }
+            self.store
+                .put(&Self::marker(&j), PutPayload::default())
+                .await?;
         }
         Ok(n)
     }
 
-    /// Marks the oldest queued job running and returns it.
+    /// Marks the oldest queued job running and returns it. Reads the active jobs only.
     pub async fn claim(&self, now_ms: i64) -> Result<Option<Job>, JobError> {
         let Some(mut job) = self
-            .list()
+            .active()
             .await?
             .into_iter()
             .find(|j| j.state == JobState::Queued)
@@ -326,7 +395,29 @@ impl JobQueue {
             }
         }
         self.save(&job).await?;
+        self.forget(&Self::marker(&job)).await?;
         Ok(job)
+    }
+
+    /// Removes finished jobs that finished more than `retention` before `now_ms`; returns how
+    /// many. Reads every job: run it now and then, not per claim.
+    pub async fn prune(
+        &self,
+        now_ms: i64,
+        retention: std::time::Duration,
+    ) -> Result<usize, JobError> {
+        let cutoff = now_ms - retention.as_millis() as i64;
+        let mut n = 0;
+        for j in self.list().await? {
+            let finished = matches!(j.state, JobState::Done | JobState::Failed);
+            if finished && j.finished_at_ms.is_some_and(|t| t < cutoff) {
+                match self.store.delete(&Self::path(&j.id)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -371,6 +462,7 @@ mod tests {
             archive_version: 3,
             rows_1m: 60,
             rows_1h: 1,
+            waited: None,
         };
         let done = q.finish(running, Ok(report.clone()), 20).await.unwrap();
         assert_eq!(q.get(&done.id).await.unwrap().report, Some(report));
@@ -383,6 +475,46 @@ mod tests {
         assert_eq!(listed[1].state, JobState::Failed);
         assert_eq!(listed[1].error.as_deref(), Some("boom"));
         assert_eq!(listed[1].id, failed.id);
+    }
+
+    #[tokio::test]
+    async fn claiming_reads_the_active_jobs_only_and_old_ones_are_pruned() {
+        let (_d, q) = queue();
+        // Thousands of finished jobs.
+        for i in 0..3000i64 {
+            let (job, _) = q
+                .submit(i * HOUR_MS, (i + 1) * HOUR_MS, Trigger::Schedule, None, i)
+                .await
+                .unwrap();
+            let running = q.claim(i).await.unwrap().unwrap();
+            assert_eq!(running.id, job.id);
+            q.finish(running, Err("x".into()), i * HOUR_MS)
+                .await
+                .unwrap();
+        }
+        let (queued, new) = q
+            .submit(0, HOUR_MS, Trigger::Api, None, 5000)
+            .await
+            .unwrap();
+        assert!(new, "finished jobs do not answer a new request");
+        let before = q.documents_read();
+        let claimed = q.claim(5001).await.unwrap().unwrap();
+        assert_eq!(claimed.id, queued.id);
+        assert!(
+            q.documents_read() - before <= 2,
+            "claim read {} job documents among 3001",
+            q.documents_read() - before
+        );
+        assert!(q.claim(5002).await.unwrap().is_none());
+        // Job i finished at hour i: those finished more than a day before hour 3000 go.
+        let now = 3000 * HOUR_MS;
+        let gone = q
+            .prune(now, std::time::Duration::from_secs(86_400))
+            .await
+            .unwrap();
+        assert_eq!(gone, 3000 - 24);
+        assert_eq!(q.list().await.unwrap().len(), 3001 - gone);
+        assert_eq!(q.get(&claimed.id).await.unwrap().state, JobState::Running);
     }
 
     #[tokio::test]
@@ -399,6 +531,7 @@ mod tests {
                 archive_version: 1,
                 rows_1m: 0,
                 rows_1h: 0,
+                waited: None,
             }),
             3,
         )

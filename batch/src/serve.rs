@@ -27,6 +27,8 @@ use crate::Error;
 
 /// Target file size of scheduled compactions.
 const COMPACT_TARGET_BYTES: u64 = 128 << 20;
+/// How often finished jobs past `batch.jobs_retention` are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How often the status gauges are refreshed when nothing else happens.
 const STATUS_EVERY: Duration = Duration::from_secs(30);
 
@@ -128,6 +130,7 @@ pub async fn run_serve(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> 
 
     let mut next_tick = schedule.upcoming(Utc).next();
     let mut next_compact = Instant::now() + cfg.batch.compact_interval;
+    let mut next_prune = Instant::now();
     let mut next_status = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let now = Utc::now();
@@ -146,6 +149,21 @@ pub async fn run_serve(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error> 
                     "compacted the archive"
                 ),
                 Err(e) => tracing::warn!(error = %e, "compaction failed; next interval retries"),
+            }
+        }
+        if Instant::now() >= next_prune {
+            next_prune = Instant::now() + PRUNE_EVERY;
+            match queue
+                .prune(Utc::now().timestamp_millis(), cfg.batch.jobs_retention)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(jobs = n, "removed finished jobs past batch.jobs_retention")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prune the job queue; next hour retries")
+                }
             }
         }
         let worked = match queue.claim(Utc::now().timestamp_millis()).await {
@@ -209,7 +227,16 @@ async fn queue_scheduled(cfg: &Config, queue: &JobQueue, now_ms: i64) -> Result<
 async fn run_job(cfg: &Config, queue: &JobQueue, job: Job, m: &ServeMetrics, stop: &AtomicBool) {
     tracing::info!(id = %job.id, from = job.from_ms, to = job.to_ms, "recomputing");
     let started = Instant::now();
-    let work = recompute(cfg, job.from_ms, job.to_ms);
+    let work = async {
+        // A requested recompute includes what the broker had acknowledged when it was asked.
+        let waited = match job.trigger {
+            Trigger::Api | Trigger::Cli => Some(wait_for_archive(cfg, job.queued_at_ms).await),
+            Trigger::Schedule => None,
+        };
+        recompute(cfg, job.from_ms, job.to_ms)
+            .await
+            .map(|r| (r, waited))
+    };
     let watch = async {
         while !stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -224,10 +251,11 @@ async fn run_job(cfg: &Config, queue: &JobQueue, job: Job, m: &ServeMetrics, sto
     };
     m.recompute_seconds.observe(started.elapsed().as_secs_f64());
     let outcome = outcome
-        .map(|r| JobReport {
+        .map(|(r, waited)| JobReport {
             archive_version: r.archive_version,
             rows_1m: r.rows[0],
             rows_1h: r.rows[1],
+            waited,
         })
         .map_err(|e| e.to_string());
     let state = if outcome.is_ok() { "done" } else { "failed" };
@@ -249,6 +277,47 @@ async fn run_job(cfg: &Config, queue: &JobQueue, job: Job, m: &ServeMetrics, sto
     }
 }
 
+/// Waits (at most `batch.recompute_wait`) until the archive holds every event the broker had
+/// acknowledged at `since_ms`, and says what it found. A wait that cannot even start (the lake
+/// or the broker unreachable) is reported as incomplete: the recompute runs anyway, and its hours
+/// turn dirty again if it missed events.
+async fn wait_for_archive(cfg: &Config, since_ms: i64) -> crate::archive::progress::Waited {
+    use crate::archive::progress::{wait_for, Waited};
+    let kafka = cfg.kafka.clone();
+    let partitions = tokio::task::spawn_blocking(move || {
+        strata_shared::kafka::partition_count(&kafka, &kafka.topic)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or(0);
+    let waited = match strata_shared::lake::object_store(&cfg.lake, &cfg.s3) {
+        Ok(store) => wait_for(&store, since_ms, partitions, cfg.batch.recompute_wait)
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    let waited = waited.unwrap_or(Waited {
+        since_ms,
+        waited_ms: 0,
+        partitions,
+        caught_up: 0,
+        complete: false,
+    });
+    if waited.complete {
+        tracing::info!(
+            ?waited,
+            "the archive holds what was sent before the request"
+        );
+    } else {
+        tracing::warn!(
+            ?waited,
+            "recomputing without every partition archived up to the request; its hours turn dirty if events were missed"
+        );
+    }
+    waited
+}
+
 /// Refreshes the gauges from the lake (errors only logged: the next refresh retries).
 async fn refresh_status(cfg: &Config, queue: &JobQueue, m: &ServeMetrics) {
     match status(cfg).await {
@@ -258,7 +327,7 @@ async fn refresh_status(cfg: &Config, queue: &JobQueue, m: &ServeMetrics) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read coverage"),
     }
-    if let Ok(jobs) = queue.list().await {
+    if let Ok(jobs) = queue.active().await {
         let queued = jobs
             .iter()
             .filter(|j| j.state == crate::jobs::JobState::Queued)

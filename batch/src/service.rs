@@ -49,6 +49,9 @@ pub async fn run_archive(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error
     let consumer: BaseConsumer<ArchiveContext> =
         kafka::consumer_config(&cfg.kafka, &cfg.batch.archive_group_id)
             .set("partition.assignment.strategy", "range,roundrobin")
+            // Reaching a partition's end is how a waiting recompute learns the archive is
+            // caught up (archive::progress); high watermarks are wrong on some brokers.
+            .set("enable.partition.eof", "true")
             .create_with_context(ArchiveContext {
                 archiver: archiver.clone(),
             })?;

@@ -32,6 +32,8 @@ fn spawn_serve(cfg: &Config, port: u16, log: &std::path::Path) -> Proc {
             .env("STRATA__BATCH__SCHEDULE_GRACE", "0s")
             .env("STRATA__BATCH__SCHEDULE_CLOSED_HOURS", "2")
             .env("STRATA__BATCH__JOB_POLL_INTERVAL", "200ms")
+            // No archiver runs here: a requested recompute's wait for it runs out at once.
+            .env("STRATA__BATCH__RECOMPUTE_WAIT", "1s")
             .env("STRATA__BATCH__SERVE_LISTEN", format!("127.0.0.1:{port}"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

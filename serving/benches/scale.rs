@@ -41,9 +41,9 @@ async fn run(name: &str, families: &[Family], days: i64) -> Run {
     let t = Instant::now();
     let (minute_rows, hour_rows) = write_views(&cfg, families, end - days * DAY, end).await;
     eprintln!(
-        "{name}: {minute_rows} minute rows and {hour_rows} hour rows written in {:.0}s ({:.1} GB on disk)",
+        "{name}: {minute_rows} minute rows and {hour_rows} hour rows written in {:.0}s ({:.0} MB on disk)",
         t.elapsed().as_secs_f64(),
-        dir_size(dir.path()) as f64 / 1e9
+        dir_size(dir.path()) as f64 / 1e6
     );
     strata_speed::clickhouse::schema::migrate(&cfg.clickhouse)
         .await

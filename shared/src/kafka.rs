@@ -94,6 +94,18 @@ pub async fn create_topics(cfg: &KafkaConfig, topics: &[(&str, i32)]) -> Result<
     Ok(())
 }
 
+/// The number of partitions of `topic` (from the broker's metadata).
+pub fn partition_count(cfg: &KafkaConfig, topic: &str) -> Result<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = base_config(cfg).create()?;
+    let md = client.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len()))
+}
+
 /// Creates the events topic and the dead-letter topic if missing.
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<()> {
     create_topics(

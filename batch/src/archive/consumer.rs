@@ -5,7 +5,8 @@
 //! the table and drops from the pending batch whatever the stored offsets already cover, so a
 //! retry never writes an event twice. Before partitions are given up, the pending batch is
 //! committed (or, if the lake stays unreachable past a deadline, dropped — the next owner reads
-//! it again from the stored offsets).
+//! it again from the stored offsets). The ends of partitions the consumer reaches are tracked
+//! ([`super::progress`]), so a recompute can wait until what was sent before it is archived.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ use strata_shared::validate::check_message;
 use strata_shared::Config;
 use tokio::runtime::Handle;
 
+use super::progress::Tracker;
 use super::schema::ArchivedEvent;
 use super::writer::Archive;
 
@@ -107,6 +109,8 @@ pub struct Archiver {
     pending: Mutex<Pending>,
     /// Offsets skipped by the broker are read again (see `strata_shared::offset_gaps`).
     gaps: Mutex<GapGuard>,
+    /// Which partitions were read to their end, for recomputes that wait for the archive.
+    progress: Mutex<Tracker>,
     metrics: Arc<ArchiveMetrics>,
     stop: Arc<AtomicBool>,
 }
@@ -120,12 +124,15 @@ impl Archiver {
         metrics: Arc<ArchiveMetrics>,
         stop: Arc<AtomicBool>,
     ) -> Self {
+        let store = strata_shared::lake::object_store(&cfg.lake, &cfg.s3)
+            .expect("the lake opened already, so its store does");
         Self {
             cfg,
             rt,
             archive: Mutex::new(archive),
             pending: Mutex::new(Pending::default()),
             gaps: Mutex::new(GapGuard::default()),
+            progress: Mutex::new(Tracker::new(store)),
             metrics,
             stop,
         }
@@ -206,6 +213,10 @@ impl Archiver {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         let ids: Vec<i32> = parts.iter().map(|(_, p)| *p).collect();
+        self.progress
+            .lock()
+            .expect("not poisoned")
+            .assigned(ids.iter().copied());
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let stored = loop {
             let res = self.rt.block_on(
@@ -257,10 +268,16 @@ impl ConsumerContext for ArchiveContext {
             err,
             tpl,
             |tpl| self.archiver.on_assign(consumer, tpl),
-            |_| {
+            |tpl| {
                 if let Some(offsets) = self.archiver.flush(Some(REVOKE_DEADLINE)) {
                     commit_kafka(consumer, &topic, &offsets);
                 }
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.archiver
+                    .progress
+                    .lock()
+                    .expect("not poisoned")
+                    .revoked(revoked);
             },
         );
     }
@@ -293,6 +310,11 @@ pub fn run(
         let now_ms = chrono::Utc::now().timestamp_millis();
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                archiver
+                    .progress
+                    .lock()
+                    .expect("not poisoned")
+                    .message(m.partition());
                 let admitted = archiver
                     .gaps
                     .lock()
@@ -304,6 +326,9 @@ pub fn run(
                     archiver.metrics.offset_gaps.inc();
                 }
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                archiver.progress.lock().expect("not poisoned").end(p);
+            }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
@@ -312,11 +337,26 @@ pub fn run(
                 commit_kafka(&consumer, &topic, &offsets);
             }
         }
+        let pending: std::collections::BTreeSet<i32> = archiver
+            .pending
+            .lock()
+            .expect("not poisoned")
+            .offsets
+            .keys()
+            .copied()
+            .collect();
+        let mut progress = archiver.progress.lock().expect("not poisoned");
+        archiver
+            .rt
+            .block_on(progress.publish_if_wanted(&pending, now_ms));
     }
     tracing::info!("stopping: committing what is pending");
     if let Some(offsets) = archiver.flush(Some(REVOKE_DEADLINE)) {
         commit_kafka(&consumer, &topic, &offsets);
     }
+    archiver
+        .rt
+        .block_on(archiver.progress.lock().expect("not poisoned").retire());
     consumer.unsubscribe();
     Ok(())
 }

@@ -7,5 +7,6 @@
 
 pub mod compaction;
 pub mod consumer;
+pub mod progress;
 pub mod schema;
 pub mod writer;

@@ -11,9 +11,9 @@
 //! 4. a commit conflict means another commit landed after N: go back to 1. Two recomputes of one
 //!    hour always conflict (same transaction app id), so the check of step 2 is never stale.
 //!
-//! Rows are written sorted by (metric_name, series_id, start_ms), in row groups small enough for
-//! a reader of one metric to skip the others by their statistics (page indexes are on: the
-//! Parquet writer's default).
+//! Rows are written sorted by (metric_name, hour, series_id, start_ms), in row groups small
+//! enough for a reader of one metric and hour to skip the rest by their statistics (page indexes
+//! are on: the Parquet writer's default) — the unit the serving layer reads.
 
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{
@@ -189,7 +189,7 @@ fn replace_predicate(hours: &[i64]) -> String {
         .join(" OR ")
 }
 
-/// All rows in one batch, sorted by (metric_name, series_id, start_ms).
+/// All rows in one batch, sorted by (metric_name, hour of start_ms, series_id, start_ms).
 fn sort_rows(batches: &[RecordBatch]) -> Result<RecordBatch, RecomputeError> {
     let schema = batches
         .first()

@@ -257,6 +257,13 @@ pub struct BatchConfig {
     /// How often `strata-batch serve` looks for queued recompute jobs.
     #[serde(with = "humantime_serde")]
     pub job_poll_interval: Duration,
+    /// Finished jobs older than this are removed from the queue.
+    #[serde(with = "humantime_serde")]
+    pub jobs_retention: Duration,
+    /// Longest wait of a requested recompute (API, CLI) for the archive to hold what the broker
+    /// had acknowledged when it was asked for; past it, it computes anyway and says so.
+    #[serde(with = "humantime_serde")]
+    pub recompute_wait: Duration,
     /// Address of the `strata-batch serve` `/metrics`, `/healthz` and `/readyz`.
     pub serve_listen: String,
 }
@@ -273,6 +280,8 @@ impl Default for BatchConfig {
             schedule_grace: Duration::from_secs(120),
             compact_interval: Duration::from_secs(3600),
             job_poll_interval: Duration::from_secs(1),
+            jobs_retention: Duration::from_secs(7 * 86_400),
+            recompute_wait: Duration::from_secs(120),
             serve_listen: "127.0.0.1:9103".into(),
         }
     }
@@ -561,6 +570,12 @@ impl Config {
             return Err(ConfigError::key(
                 "batch.schedule_grace",
                 "must be at most 1d",
+            ));
+        }
+        if b.jobs_retention < Duration::from_secs(60) {
+            return Err(ConfigError::key(
+                "batch.jobs_retention",
+                "must be at least 1m",
             ));
         }
         if b.job_poll_interval < Duration::from_millis(100) {
