@@ -50,6 +50,7 @@ pub struct Fetched {
 }
 
 type NameLists = BTreeMap<Vec<(i64, i64)>, (Instant, Vec<String>)>;
+type SeriesLists = BTreeMap<(Vec<String>, Vec<(i64, i64)>), (Instant, Vec<Arc<SeriesInfo>>)>;
 
 /// Both layers behind one interface.
 pub struct Engine {
@@ -58,6 +59,8 @@ pub struct Engine {
     speed: SpeedSource,
     /// ClickHouse metric names per ranges asked (minute-aligned), reused for [`NAMES_TTL`].
     names: Mutex<NameLists>,
+    /// ClickHouse series per (metrics, ranges asked), reused for [`NAMES_TTL`] like the names.
+    speed_series: Mutex<SeriesLists>,
 }
 
 fn batch_warning(e: &BatchError) -> String {
@@ -76,6 +79,7 @@ impl Engine {
             batch_problem: RwLock::new(None),
             speed: SpeedSource::new(&cfg.clickhouse, cfg.validation.max_future),
             names: Mutex::new(BTreeMap::new()),
+            speed_series: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -158,10 +162,7 @@ impl Engine {
             return Ok(Vec::new());
         }
         // Keyed by the ranges asked for, to the minute: a list answers only its own ranges.
-        let key: Vec<(i64, i64)> = ranges
-            .iter()
-            .map(|(a, b)| (a.div_euclid(MINUTE_MS), ceil_to(*b, MINUTE_MS) / MINUTE_MS))
-            .collect();
+        let key = minute_key(ranges);
         {
             let lists = self.names.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, names)) = lists.get(&key) {
@@ -177,6 +178,38 @@ impl Engine {
             lists.insert(key, (Instant::now(), names.clone()));
         }
         Ok(names)
+    }
+
+    /// ClickHouse's series of `names` in `ranges`, reused for the same names and ranges (to the
+    /// minute) for [`NAMES_TTL`], as the names are: every panel of a dashboard, and every
+    /// viewer, asks for the same ones.
+    async fn speed_series(
+        &self,
+        names: Vec<String>,
+        ranges: &[(i64, i64)],
+    ) -> Result<Vec<Arc<SeriesInfo>>, SpeedError> {
+        let key = (names, minute_key(ranges));
+        {
+            let lists = self.speed_series.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, series)) = lists.get(&key) {
+                if at.elapsed() < NAMES_TTL {
+                    return Ok(series.clone());
+                }
+            }
+        }
+        let series: Vec<Arc<SeriesInfo>> = self
+            .speed
+            .series(Some(&key.0), ranges)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let mut lists = self.speed_series.lock().unwrap_or_else(|p| p.into_inner());
+        lists.retain(|_, (at, _)| at.elapsed() < NAMES_TTL);
+        if lists.len() < NAMES_KEPT {
+            lists.insert(key, (Instant::now(), series.clone()));
+        }
+        Ok(series)
     }
 
     /// Series whose exposed base name passes `want` with data in `[from_ms, to_ms)`, from both
@@ -224,10 +257,10 @@ impl Engine {
                     .filter(|n| want(&exposed_base(n)))
                     .collect();
                 if !names.is_empty() {
-                    match self.speed.series(Some(&names), &speed_ranges).await {
+                    match self.speed_series(names, &speed_ranges).await {
                         Ok(series) => {
                             for s in series {
-                                out.entry(s.series_id).or_insert_with(|| Arc::new(s));
+                                out.entry(s.series_id).or_insert(s);
                             }
                         }
                         Err(e) => warnings.push(speed_warning(&e)),
@@ -349,6 +382,14 @@ impl Engine {
         fetched.warnings.dedup();
         fetched
     }
+}
+
+/// Ranges to the minute (start down, end up), the key of the short-lived ClickHouse lists.
+fn minute_key(ranges: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    ranges
+        .iter()
+        .map(|(a, b)| (a.div_euclid(MINUTE_MS), ceil_to(*b, MINUTE_MS) / MINUTE_MS))
+        .collect()
 }
 
 fn ceil_to(v: i64, unit: i64) -> i64 {

@@ -559,3 +559,47 @@ async fn an_unreadable_lake_still_serves_speed_data_with_a_warning() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lake_that_cannot_be_opened_is_a_503_not_the_clients_fault() {
+    let fx = Fixture::new("lakefault", 500, &[]).await;
+    // A lake folder that cannot be created: strata-serving still starts and answers from
+    // ClickHouse, and the requests that need the lake are told to come back later.
+    let server = fx
+        .serve(&[("STRATA__LAKE__URL", "/proc/strata-no-such-lake/lake")])
+        .await;
+    let (series, body) = server
+        .range(
+            &format!("sum({METRIC}_count)"),
+            fx.h0 + 60_000,
+            fx.h0 + H,
+            60,
+        )
+        .await;
+    assert!(!series.is_empty(), "speed data still served: {body}");
+    for (method, path, payload) in [
+        (
+            "POST",
+            "/api/v1/recompute",
+            Some(json!({"from": fx.h0, "to": fx.h0 + H})),
+        ),
+        ("GET", "/api/v1/jobs", None),
+    ] {
+        let req = match method {
+            "POST" => server.http.post(server.url(path)).json(&payload.unwrap()),
+            _ => server.http.get(server.url(path)),
+        };
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").cloned();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 503, "{method} {path}: {text}");
+        assert!(retry.is_some(), "{method} {path} says when to retry");
+        assert!(text.contains("lake"), "{text}");
+    }
+    // A client mistake stays a 4xx.
+    let (s, _) = server
+        .post_json("/api/v1/recompute", &json!({"from": 1, "to": 2}), &[])
+        .await;
+    assert_eq!(s, 400);
+}

@@ -116,7 +116,7 @@ async fn merged_answers_equal_the_ground_truth_across_the_boundary() {
         .range(&format!("sum({METRIC}_count)"), h0 + H, end, 3600)
         .await;
     let per_hour: Vec<(i64, f64)> = series[0].1.clone();
-    assert_eq!(per_hour.len(), 3, "hours 1, 2 and 3 of the range");
+    assert_eq!(per_hour.len(), 4, "a point for each of the four hours");
     for (t, v) in per_hour {
         let want: u64 = fx
             .rows

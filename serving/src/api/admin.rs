@@ -204,6 +204,8 @@ pub async fn recompute(
                 .map_err(|_| ApiError::bad_data("Idempotency-Key must be printable ASCII"))
         })
         .transpose()?;
+    // The request's own mistakes first: they are the client's, whatever state the lake is in.
+    strata_batch::jobs::check_range(from, to).map_err(job_error)?;
     let now = chrono::Utc::now().timestamp_millis();
     let (job, _) = queue(&state)?
         .submit(from, to, Trigger::Api, key, now)

@@ -263,6 +263,27 @@ pub async fn label_values(
     if !strata_shared::validate::is_label_name(&name) && name != "__name__" {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
+    if name == "__name__" && p.all("match[]").is_empty() {
+        // Every metric with data in the range has all its exposed names: the metric names are
+        // the answer, without looking up a single series (Grafana asks this on every refresh).
+        let end = p.time_or("end", now_ms())?;
+        let start = p.time_or("start", end - DEFAULT_LOOKBACK_MS)?;
+        if end < start {
+            return Err(ApiError::bad_data(
+                "end timestamp must not be before start time",
+            ));
+        }
+        let view = state.engine.view();
+        let (metrics, warnings) = state.engine.metric_names(&view, start, end + 1).await;
+        let names: BTreeSet<String> = metrics
+            .iter()
+            .flat_map(|m| Stat::ALL.map(|stat| exposed_name(m, stat)))
+            .collect();
+        return Ok(Success::new(
+            names.into_iter().collect(),
+            super::with_refresh_warning(&state, warnings),
+        ));
+    }
     let (series, warnings) = matched(&state, &p).await?;
     let values: BTreeSet<String> = series
         .iter()

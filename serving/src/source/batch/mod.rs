@@ -12,15 +12,17 @@
 //! `rollup_1h` for one day (which also lists the day's series and labels), the metric names of a
 //! day — keyed by the coverage of what they hold (the table version of the recompute that wrote
 //! each hour), so a recompute of an hour makes exactly that hour's blocks unreachable and they
-//! age out. The rollup files are sorted by metric with small row groups and page indexes, so a
-//! block reads the row groups of its metric only.
+//! age out. A view indexes each tier's data files by day (and metric range, from the files'
+//! statistics) once per refresh, so a block reads only the files of its day that can hold its
+//! metric — never a plan over the whole table — and in them, sorted by (metric, hour, series)
+//! with small row groups and page indexes, only the row groups of its metric and hour.
 
 pub mod block;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use datafusion::prelude::{col, lit, SessionContext};
+use datafusion::prelude::{col, lit, ParquetReadOptions, SessionContext};
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::{StreamExt, TryStreamExt};
 use strata_batch::archive::writer::open_table;
@@ -66,8 +68,53 @@ pub struct View {
     tiers: [Folded<Coverage>; 2],
     /// Hours covered by both tiers: hour start → (minute tier, hour tier) cover.
     pub covered: BTreeMap<i64, [Cover; 2]>,
-    /// Both tables at the coverage's versions (`None` before the first recompute).
+    /// A session that can read the lake's files (`None` before the first recompute).
     ctx: Option<Arc<SessionContext>>,
+    /// Each tier's data files at the coverage's version, by day.
+    files: [BTreeMap<i64, Vec<DataFile>>; 2],
+}
+
+/// One Parquet file of a rollup table: where it is and which metrics it can hold.
+#[derive(Debug, Clone)]
+struct DataFile {
+    url: String,
+    /// Smallest and largest metric name in it (from the Delta statistics), if known.
+    metrics: Option<(String, String)>,
+}
+
+impl DataFile {
+    fn may_hold(&self, metric: &str) -> bool {
+        self.metrics
+            .as_ref()
+            .is_none_or(|(lo, hi)| lo.as_str() <= metric && metric <= hi.as_str())
+    }
+}
+
+/// A tier's files by day, from the table's snapshot (the day from the `event_date=` directory
+/// delta-rs writes partitions to; a file without one is listed under every day asked).
+fn files_by_day(table: &DeltaTable) -> Result<BTreeMap<i64, Vec<DataFile>>, BatchError> {
+    let root = table.table_url().as_str().trim_end_matches('/').to_owned();
+    let mut out: BTreeMap<i64, Vec<DataFile>> = BTreeMap::new();
+    for f in table.snapshot()?.log_data().iter() {
+        let path = f.object_store_path();
+        let day = path.parts().find_map(|p| {
+            let d = p.as_ref().strip_prefix("event_date=")?.to_owned();
+            let date = chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()?;
+            Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+        });
+        let metrics = f.stats().and_then(|s| {
+            let v: serde_json::Value = serde_json::from_str(&s).ok()?;
+            let lo = v.get("minValues")?.get("metric_name")?.as_str()?.to_owned();
+            let hi = v.get("maxValues")?.get("metric_name")?.as_str()?.to_owned();
+            Some((lo, hi))
+        });
+        let file = DataFile {
+            url: format!("{root}/{path}"),
+            metrics,
+        };
+        out.entry(day.unwrap_or(i64::MIN)).or_default().push(file);
+    }
+    Ok(out)
 }
 
 impl View {
@@ -100,6 +147,24 @@ impl View {
     /// Whether every hour in `hours` is covered.
     pub fn covers(&self, mut hours: impl Iterator<Item = i64>) -> bool {
         hours.all(|h| self.covered.contains_key(&h))
+    }
+
+    /// The files a block must read: its tier's files of its day that can hold its metric.
+    fn files_of(&self, key: &BlockKey) -> Vec<String> {
+        let (tier, day, metric) = match key {
+            BlockKey::Minute { metric, hour, .. } => {
+                (0, hour.div_euclid(DAY_MS) * DAY_MS, Some(metric.as_ref()))
+            }
+            BlockKey::Hour { metric, day, .. } => (1, *day, Some(metric.as_ref())),
+            BlockKey::Names { day, .. } => (1, *day, None),
+        };
+        [day, i64::MIN]
+            .iter()
+            .filter_map(|d| self.files[tier].get(d))
+            .flatten()
+            .filter(|f| metric.is_none_or(|m| f.may_hold(m)))
+            .map(|f| f.url.clone())
+            .collect()
     }
 
     fn day_fingerprint(&self, day: i64) -> u64 {
@@ -166,7 +231,8 @@ impl BlockKey {
 /// The batch views: coverage, and rows through the block cache.
 pub struct BatchSource {
     cfg: Config,
-    summaries: [Summaries; 2],
+    /// The tiers' coverage summaries (`None` until the lake could be opened).
+    summaries: tokio::sync::Mutex<Option<[Summaries; 2]>>,
     view: RwLock<Arc<View>>,
     /// The tables as of the last refresh, brought forward incrementally (refresh only).
     tables: tokio::sync::Mutex<[Option<DeltaTable>; 2]>,
@@ -176,13 +242,11 @@ pub struct BatchSource {
 
 impl BatchSource {
     /// A source over the configured lake with a block cache of `serving.block_cache_bytes`
-    /// (nothing is read yet).
+    /// (nothing is read yet; a lake that cannot be opened now is tried again at each refresh).
     pub fn new(cfg: &Config) -> Result<Self, BatchError> {
-        let summaries = Tier::ALL.map(|t| strata_batch::coverage::summaries(cfg, t.table()));
-        let [m, h] = summaries;
         Ok(Self {
             cfg: cfg.clone(),
-            summaries: [m?, h?],
+            summaries: tokio::sync::Mutex::new(None),
             view: RwLock::new(Arc::new(View::default())),
             tables: tokio::sync::Mutex::new([None, None]),
             cache: Cache::new(cfg.serving.block_cache_bytes as usize),
@@ -210,10 +274,16 @@ impl BatchSource {
     /// view meanwhile; on failure it stays.
     pub async fn refresh(&self) -> Result<bool, BatchError> {
         let mut tables = self.tables.lock().await;
+        let mut summaries = self.summaries.lock().await;
+        if summaries.is_none() {
+            let [m, h] = Tier::ALL.map(|t| strata_batch::coverage::summaries(&self.cfg, t.table()));
+            *summaries = Some([m?, h?]);
+        }
+        let summaries = summaries.as_ref().expect("opened above");
         let current = self.view();
         let mut tiers = current.tiers.clone();
         let mut changed = false;
-        for (i, s) in self.summaries.iter().enumerate() {
+        for (i, s) in summaries.iter().enumerate() {
             if tiers[i].version.is_none() {
                 // First look: start from the newest summary rather than the whole log.
                 tiers[i] = s.newest().await?;
@@ -226,6 +296,7 @@ impl BatchSource {
         }
         let ctx = SessionContext::new();
         let mut registered = false;
+        let mut files: [BTreeMap<i64, Vec<DataFile>>; 2] = Default::default();
         for (i, tier) in Tier::ALL.into_iter().enumerate() {
             let Some(v) = tiers[i].version else { continue };
             let v = u64::try_from(v).unwrap_or(0);
@@ -241,7 +312,7 @@ impl BatchSource {
                 }
             };
             table.update_datafusion_session(&ctx.state())?;
-            ctx.register_table(tier.table(), table.table_provider().await?)?;
+            files[i] = files_by_day(&table)?;
             tables[i] = Some(table);
             registered = true;
         }
@@ -255,6 +326,7 @@ impl BatchSource {
             tiers,
             covered,
             ctx: registered.then(|| Arc::new(ctx)),
+            files,
         };
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(true)
@@ -269,10 +341,11 @@ impl BatchSource {
         };
         let reads = self.reads.clone();
         let k = key.clone();
+        let files = view.files_of(&key);
         self.cache
             .get_or_load(key, move || async move {
                 let _permit = reads.acquire_owned().await.expect("never closed");
-                load(&ctx, &k).await
+                load(&ctx, &k, files).await
             })
             .await
             .map_err(BatchError::Shared)
@@ -392,19 +465,28 @@ impl BatchSource {
     }
 }
 
-/// Reads one block from the lake.
-async fn load(ctx: &SessionContext, key: &BlockKey) -> Result<Block, BatchError> {
-    let day_of = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|t| t.format("%Y-%m-%d").to_string())
-            .unwrap_or_default()
-    };
+/// Reads one block from `files` (its day's files that can hold its metric).
+async fn load(
+    ctx: &SessionContext,
+    key: &BlockKey,
+    files: Vec<String>,
+) -> Result<Block, BatchError> {
+    if files.is_empty() {
+        return Ok(match key {
+            BlockKey::Names { .. } => Block::Names(Names::default()),
+            _ => Block::Rows(Rows::default()),
+        });
+    }
+    let read = || ctx.read_parquet(files.clone(), ParquetReadOptions::default());
     let (tier, metric, from, to, quantiles) = match key {
         BlockKey::Names { day, .. } => {
-            let batches = ctx
-                .table(Tier::Hour.table())
+            let batches = read()
                 .await?
-                .filter(col("event_date").eq(lit(day_of(*day))))?
+                .filter(
+                    col("start_ms")
+                        .gt_eq(lit(*day))
+                        .and(col("start_ms").lt(lit(day + DAY_MS))),
+                )?
                 .select_columns(&["metric_name", "start_ms"])?
                 .distinct()?
                 .collect()
@@ -431,13 +513,11 @@ async fn load(ctx: &SessionContext, key: &BlockKey) -> Result<Block, BatchError>
     if tier == Tier::Hour {
         columns.extend(block::LABELS);
     }
-    let batches = ctx
-        .table(tier.table())
+    let batches = read()
         .await?
         .filter(
-            col("event_date")
-                .eq(lit(day_of(from)))
-                .and(col("metric_name").eq(lit(metric.as_ref())))
+            col("metric_name")
+                .eq(lit(metric.as_ref()))
                 .and(col("start_ms").gt_eq(lit(from)))
                 .and(col("start_ms").lt(lit(to))),
         )?
