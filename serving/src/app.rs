@@ -29,6 +29,11 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Range queries through the results cache.
     pub results: Arc<crate::results::Results>,
+    /// Answers being computed, shared by identical requests that arrive meanwhile (kept no
+    /// longer: a cache of budget 0).
+    pub shared: Arc<
+        crate::cache::Cache<String, crate::api::response::SharedAnswer, std::convert::Infallible>,
+    >,
     /// Self-metrics.
     pub metrics: Arc<ServingMetrics>,
 }
@@ -255,6 +260,7 @@ pub async fn run(
         cfg: cfg.clone(),
         engine: engine.clone(),
         results: results.clone(),
+        shared: Arc::new(crate::cache::Cache::new(0)),
         metrics: metrics.clone(),
     };
     let addr: SocketAddr = cfg.serving.listen.parse().expect("validated at load");

@@ -5,10 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
+use axum::response::Response;
 use serde_json::{json, Value as Json};
 
 use super::params::{parse_duration, Params};
-use super::response::{format_time, format_value, ApiError, ApiResult, ErrorType, Sample, Success};
+use super::response::{
+    format_time, format_value, ApiError, ApiResult, ErrorType, Sample, SharedAnswer, Success,
+};
 use crate::app::AppState;
 use crate::promql::{parse, Evaluator, Value};
 use crate::series::{exposed_name, Labels, Stat};
@@ -117,9 +120,40 @@ struct MatrixSeries {
     values: Vec<Sample>,
 }
 
+/// Answers `compute`, or joins an identical request (same endpoint and parameters, same batch
+/// views) whose answer is being computed right now: a dashboard's viewers that refresh at
+/// once ask the same questions.
+pub async fn shared<T, F, Fut>(state: &AppState, endpoint: &str, p: &Params, compute: F) -> Response
+where
+    T: serde::Serialize,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<T>> + Send + 'static,
+{
+    let mut params = p.0.clone();
+    params.sort();
+    let key = format!(
+        "{endpoint}\u{1}{:?}\u{1}{:?}",
+        params,
+        state.engine.view().versions()
+    );
+    let fut = compute();
+    let answer = state
+        .shared
+        .get_or_load(key, move || async move { Ok(SharedAnswer::of(fut.await)) })
+        .await
+        .unwrap_or_else(|never| match *never {});
+    answer.response()
+}
+
 /// `GET|POST /api/v1/query_range`.
-pub async fn query_range(State(state): State<AppState>, p: Params) -> ApiResult<Matrix> {
+pub async fn query_range(State(state): State<AppState>, p: Params) -> Response {
     let _t = state.metrics.time("query_range");
+    let s = state.clone();
+    let q = p.clone();
+    shared(&state, "query_range", &p, move || range_answer(s, q)).await
+}
+
+async fn range_answer(state: AppState, p: Params) -> ApiResult<Matrix> {
     let q = p.required("query")?;
     let start = p.time_or("start", i64::MIN)?;
     let end = p.time_or("end", i64::MIN)?;
@@ -258,8 +292,14 @@ pub async fn label_values(
     State(state): State<AppState>,
     Path(name): Path<String>,
     p: Params,
-) -> ApiResult<Vec<String>> {
+) -> Response {
     let _t = state.metrics.time("label_values");
+    let (s, q) = (state.clone(), p.clone());
+    let endpoint = format!("label_values/{name}");
+    shared(&state, &endpoint, &p, move || values_answer(s, name, q)).await
+}
+
+async fn values_answer(state: AppState, name: String, p: Params) -> ApiResult<Vec<String>> {
     if !strata_shared::validate::is_label_name(&name) && name != "__name__" {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }

@@ -150,6 +150,65 @@ impl<T: Serialize> IntoResponse for Success<T> {
 /// The result of a handler.
 pub type ApiResult<T> = Result<Success<T>, ApiError>;
 
+/// A finished answer as bytes, which identical requests under way at the same time share
+/// (`app::AppState::shared`): status, body, and whether to say `Retry-After`.
+#[derive(Debug)]
+pub struct SharedAnswer {
+    status: StatusCode,
+    body: Vec<u8>,
+    retry_after: bool,
+}
+
+impl SharedAnswer {
+    /// The answer of a handler, serialized.
+    pub fn of<T: Serialize>(result: ApiResult<T>) -> Self {
+        match result {
+            Ok(s) => Self {
+                status: StatusCode::OK,
+                body: serde_json::to_vec(&s).expect("an answer serialises"),
+                retry_after: false,
+            },
+            Err(e) => {
+                let (status, error_type) = e.kind.parts();
+                let body = serde_json::to_vec(&ErrorBody {
+                    status: "error",
+                    error_type,
+                    error: &e.message,
+                })
+                .expect("an error serialises");
+                Self {
+                    status,
+                    body,
+                    retry_after: e.kind == ErrorType::Unavailable,
+                }
+            }
+        }
+    }
+
+    /// The HTTP response.
+    pub fn response(&self) -> Response {
+        let mut r = (
+            self.status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.body.clone(),
+        )
+            .into_response();
+        if self.retry_after {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        r
+    }
+}
+
+impl crate::cache::Weigh for SharedAnswer {
+    fn weight(&self) -> usize {
+        self.body.len() + 64
+    }
+}
+
 /// A sample value as Prometheus writes it: a string, `NaN`, `+Inf` and `-Inf` included.
 /// Serialized straight into the output, with no `String` per sample.
 struct PromValue(f64);
