@@ -91,6 +91,7 @@ async fn main() {
     let rounds = env_u64("BENCH_ROUNDS", 100);
     let mut all = Vec::new();
     let mut cached = Vec::new();
+    let mut by_request: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut first_round_max: f64 = 0.0;
     let started = Instant::now();
     for round in 0..rounds {
@@ -100,6 +101,14 @@ async fn main() {
             let range = if v % 2 == 0 { 6 * H } else { 7 * DAY };
             for (path, params) in refresh(range, now) {
                 let serving = serving.clone();
+                let name = format!(
+                    "{} {}",
+                    if range > DAY { "7d" } else { "6h" },
+                    params
+                        .iter()
+                        .find(|(k, _)| k == "query")
+                        .map_or(path.to_owned(), |(_, q)| q.clone())
+                );
                 tasks.push(tokio::spawn(async move {
                     let t = Instant::now();
                     let url = format!("{}{path}", serving.base);
@@ -111,12 +120,15 @@ async fn main() {
                     .expect("an answer");
                     assert!(r.status().is_success(), "{path} {params:?}: {}", r.status());
                     r.bytes().await.unwrap();
-                    t.elapsed().as_secs_f64() * 1000.0
+                    (name, t.elapsed().as_secs_f64() * 1000.0)
                 }));
             }
         }
         for t in tasks {
-            let ms = t.await.unwrap();
+            let (name, ms) = t.await.unwrap();
+            if round > 0 {
+                by_request.entry(name).or_default().push(ms);
+            }
             all.push(ms);
             if round == 0 {
                 first_round_max = first_round_max.max(ms);
@@ -127,6 +139,17 @@ async fn main() {
     }
     all.sort_by(f64::total_cmp);
     cached.sort_by(f64::total_cmp);
+    let mut slowest: Vec<(f64, f64, String)> = by_request
+        .into_iter()
+        .map(|(name, mut l)| {
+            l.sort_by(f64::total_cmp);
+            (pct(&l, 0.99), pct(&l, 0.5), name)
+        })
+        .collect();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (p99, p50, name) in slowest.iter().take(5) {
+        eprintln!("  after the first refresh: p50 {p50:.0} ms, p99 {p99:.0} ms: {name}");
+    }
     eprintln!(
         "{} requests in {:.1}s ({} refreshes of {viewers} viewers); slowest of the first refresh {:.0} ms; peak RSS {:.0} MB",
         all.len(),

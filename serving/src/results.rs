@@ -4,12 +4,13 @@
 //! A range query's points `start + k·step` fall into windows of [`window_steps`] points aligned
 //! on absolute time (so queries with other starts, as Grafana sends on every refresh, share
 //! them). Evaluating a point reads rows from `t − lookback` to `t` (the widest range selector or
-//! the step, plus the minute the bucket ends in); a window whose points read only hours the
-//! batch views cover cannot change until one of those hours is recomputed, so it is evaluated
-//! whole, once, and kept under a key holding the query, the step, the window and a fingerprint of
-//! the recomputes of every hour it reads: a recompute of an hour makes exactly the windows that
-//! read it unreachable, and they age out of the byte-bounded cache. Nothing that reads an hour
-//! past the time boundary (or a hole) is kept; those points are evaluated together, and identical
+//! the step, plus the minute the bucket ends in); points that read only hours the batch views
+//! cover cannot change until one of those hours is recomputed, so a window's run of such points
+//! from its start — all of it, or the part before the time boundary — is evaluated whole, once,
+//! and kept under a key holding the query, the step, the points and a fingerprint of the
+//! recomputes of every hour they read: a recompute of an hour makes exactly the entries that read
+//! it unreachable, and they age out of the byte-bounded cache. Nothing that reads an hour past the
+//! time boundary (or a hole) is kept; those points are evaluated together, and identical
 //! evaluations running at once (sixteen viewers of one dashboard) are done once.
 //!
 //! The parts are merged by label set; series come out sorted by labels, as Prometheus sorts a
@@ -184,26 +185,34 @@ impl Results {
         let mut w = window_of(start);
         while w <= window_of(end) {
             let first = w * step_ms * k + phase;
-            let last = first + (k - 1) * step_ms;
             let whole: Vec<i64> = (0..k).map(|i| first + i * step_ms).collect();
-            if view.covers(hours_read(first, last, lookback)) {
+            // The window's points that read only covered hours, from its start: the whole
+            // window, or (where the boundary falls inside it) the part before the boundary.
+            let cacheable = whole
+                .iter()
+                .take_while(|&&t| view.covers(hours_read(t, t, lookback)))
+                .count();
+            if cacheable > 0 {
+                let last = whole[cacheable - 1];
                 let key = WindowKey {
                     query: query.clone(),
                     step_ms,
                     first_ms: first,
-                    points: k as usize,
+                    points: cacheable,
                     data: view.fingerprint(hours_read(first, last, lookback)),
                 };
-                parts.push((whole, Some(key)));
-            } else {
-                let wanted: Vec<i64> = whole
-                    .into_iter()
-                    .filter(|t| (start..=end).contains(t))
-                    .collect();
+                parts.push((whole[..cacheable].to_vec(), Some(key)));
+            }
+            let live: Vec<i64> = whole[cacheable..]
+                .iter()
+                .copied()
+                .filter(|t| (start..=end).contains(t))
+                .collect();
+            if !live.is_empty() {
                 // Points that are not cacheable are evaluated together.
                 match parts.last_mut() {
-                    Some((pts, None)) => pts.extend(wanted),
-                    _ => parts.push((wanted, None)),
+                    Some((pts, None)) => pts.extend(live),
+                    _ => parts.push((live, None)),
                 }
             }
             w += 1;

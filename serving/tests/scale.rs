@@ -131,7 +131,8 @@ fn cache_events(server: &Server, event: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// The windows a range query is cut into that read only covered hours: (first point, hours).
+/// The cached parts a range query is cut into: per window, its points from the start that read
+/// only covered hours (first point, hours read).
 fn cached_windows(
     query: &str,
     (start, end, step): (i64, i64, i64),
@@ -140,15 +141,20 @@ fn cached_windows(
     let expr = promql_parser::parser::parse(query).unwrap();
     let lookback = lookback_ms(&expr, step).unwrap();
     let k = window_steps(step);
+    let reads = |first: i64, last: i64| -> BTreeSet<i64> {
+        ((first - lookback).div_euclid(H)..=(last - 1).div_euclid(H))
+            .map(|h| h * H)
+            .collect()
+    };
     let mut out = Vec::new();
     let mut w = start.div_euclid(step * k);
     while w <= end.div_euclid(step * k) {
-        let (first, last) = (w * step * k, w * step * k + (k - 1) * step);
-        let hours: BTreeSet<i64> = ((first - lookback).div_euclid(H)..=(last - 1).div_euclid(H))
-            .map(|h| h * H)
-            .collect();
-        if hours.is_subset(covered) {
-            out.push((first, hours));
+        let first = w * step * k;
+        let n = (0..k)
+            .take_while(|i| reads(first + i * step, first + i * step).is_subset(covered))
+            .count() as i64;
+        if n > 0 {
+            out.push((first, reads(first, first + (n - 1) * step)));
         }
         w += 1;
     }
