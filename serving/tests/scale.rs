@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, Server, H};
+use common::{Fixture, Series, Server, H};
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
@@ -231,7 +231,7 @@ async fn a_recompute_invalidates_exactly_the_cached_windows_that_read_its_hour()
         "the others still come from the cache"
     );
     // The answer changed by exactly the late event.
-    let at = |s: &[(BTreeMap<String, String>, Vec<(i64, f64)>)], t: i64| {
+    let at = |s: &[Series], t: i64| {
         s[0].1
             .iter()
             .find(|(x, _)| *x == t)
@@ -267,9 +267,7 @@ async fn a_failed_refresh_keeps_answering_the_covered_hours() {
         .filter(|r| r.tier == "1h" && r.labels.metric_name == METRIC && r.start_ms < fx.h0 + 2 * H)
         .map(|r| r.stats.count)
         .sum();
-    let got = |s: &[(BTreeMap<String, String>, Vec<(i64, f64)>)]| -> f64 {
-        s[0].1.iter().map(|(_, v)| v).sum()
-    };
+    let got = |s: &[Series]| -> f64 { s[0].1.iter().map(|(_, v)| v).sum() };
     assert_eq!(got(&before) as u64, want);
 
     // The lake becomes unreachable and a recompute lands meanwhile: refreshes fail.

@@ -19,6 +19,8 @@ use strata_testkit::gen::truth::{hour_start, Truth, TruthRow};
 use strata_testkit::gen::{Generator, Spec};
 use strata_testkit::{free_port, Proc};
 
+/// One series of a range answer: its labels and its (seconds, value) points.
+pub type Series = (BTreeMap<String, String>, Vec<(i64, f64)>);
 pub const H: i64 = 3_600_000;
 
 /// Data in both layers and the ground truth.
@@ -288,10 +290,7 @@ impl Server {
         start_ms: i64,
         end_ms: i64,
         step_s: i64,
-    ) -> (
-        Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)>,
-        serde_json::Value,
-    ) {
+    ) -> (Vec<Series>, serde_json::Value) {
         let (start, end, step) = (
             (start_ms / 1000).to_string(),
             (end_ms / 1000).to_string(),

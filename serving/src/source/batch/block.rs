@@ -319,6 +319,9 @@ impl Names {
 }
 
 /// What the cache holds.
+// Blocks live behind an `Arc` in the cache, one allocation each; boxing `Rows` would only add
+// a second indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Block {
     /// Rows of one metric, tier and span.
