@@ -31,6 +31,24 @@ pub enum SpeedError {
     /// No answer within `clickhouse.request_timeout`.
     #[error("ClickHouse did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The identical query this one joined failed.
+    #[error("{0}")]
+    Joined(std::sync::Arc<SpeedError>),
+}
+
+/// The buckets of one query, per series.
+#[derive(Debug, Default)]
+struct Buckets(HashMap<u64, Vec<Bucket>>);
+
+impl crate::cache::Weigh for Buckets {
+    fn weight(&self) -> usize {
+        // Never kept (the flights cache has budget 0); at least one byte so it never fits.
+        1 + self
+            .0
+            .values()
+            .map(|b| b.len() * std::mem::size_of::<Bucket>())
+            .sum::<usize>()
+    }
 }
 
 /// Reads the speed layer's rollups.
@@ -39,6 +57,10 @@ pub struct SpeedSource {
     client: clickhouse::Client,
     timeout: std::time::Duration,
     max_future_ms: i64,
+    /// Bucket queries under way, by their SQL and metric: an identical query asked meanwhile
+    /// (two panels of one dashboard, `x_sum / x_count`) waits for that one instead of asking
+    /// ClickHouse again. Nothing is kept once it is answered.
+    flights: std::sync::Arc<crate::cache::Cache<String, Buckets, SpeedError>>,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -101,6 +123,7 @@ impl SpeedSource {
                 .with_setting("max_execution_time", secs.to_string()),
             timeout: cfg.request_timeout,
             max_future_ms: max_future.as_millis() as i64,
+            flights: std::sync::Arc::new(crate::cache::Cache::new(0)),
         }
     }
 
@@ -203,28 +226,18 @@ impl SpeedSource {
             ids.join(","),
             ranges_sql(ranges, self.max_future_ms)
         );
-        let rows: Vec<WindowRow> = self.fetch(self.client.query(&sql).bind(metric)).await?;
-        let mut out: HashMap<u64, Vec<Bucket>> = HashMap::new();
-        for r in rows {
-            let mut quantiles = [f64::NAN; 4];
-            for (q, v) in quantiles.iter_mut().zip(&r.qs) {
-                *q = *v;
-            }
-            out.entry(r.series_id).or_default().push(Bucket {
-                end_ms: start_ms + r.k * step_ms,
-                count: r.c,
-                sum: r.s,
-                min: r.lo,
-                max: r.hi,
-                quantiles,
-                sketch: None,
-                layer: Layer::Speed,
-            });
-        }
-        for b in out.values_mut() {
-            b.sort_by_key(|b| b.end_ms);
-        }
-        Ok(out)
+        let key = format!("{metric}\u{0}{sql}");
+        let this = self.clone();
+        let metric = metric.to_owned();
+        let answer = self
+            .flights
+            .get_or_load(key, move || async move {
+                let rows: Vec<WindowRow> = this.fetch(this.client.query(&sql).bind(metric)).await?;
+                Ok(Buckets(to_buckets(rows, (start_ms, step_ms))))
+            })
+            .await
+            .map_err(SpeedError::Joined)?;
+        Ok(answer.0.clone())
     }
 
     /// Whether ClickHouse answers.
@@ -241,6 +254,31 @@ pub fn by_metric(series: &[SeriesInfo]) -> BTreeMap<&str, Vec<&SeriesInfo>> {
     let mut out: BTreeMap<&str, Vec<&SeriesInfo>> = BTreeMap::new();
     for s in series {
         out.entry(s.metric.as_str()).or_default().push(s);
+    }
+    out
+}
+
+/// ClickHouse's rows of a bucket query as buckets per series, in time order.
+fn to_buckets(rows: Vec<WindowRow>, (start_ms, step_ms): (i64, i64)) -> HashMap<u64, Vec<Bucket>> {
+    let mut out: HashMap<u64, Vec<Bucket>> = HashMap::new();
+    for r in rows {
+        let mut quantiles = [f64::NAN; 4];
+        for (q, v) in quantiles.iter_mut().zip(&r.qs) {
+            *q = *v;
+        }
+        out.entry(r.series_id).or_default().push(Bucket {
+            end_ms: start_ms + r.k * step_ms,
+            count: r.c,
+            sum: r.s,
+            min: r.lo,
+            max: r.hi,
+            quantiles,
+            sketch: None,
+            layer: Layer::Speed,
+        });
+    }
+    for b in out.values_mut() {
+        b.sort_by_key(|b| b.end_ms);
     }
     out
 }
