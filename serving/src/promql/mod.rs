@@ -137,6 +137,28 @@ impl<'a> Evaluator<'a> {
         })
     }
 
+    /// An evaluator for a part of this one's expression, run alongside another part.
+    fn fork(&self) -> Evaluator<'a> {
+        Evaluator {
+            engine: self.engine,
+            view: self.view.clone(),
+            limits: self.limits,
+            steps: self.steps.clone(),
+            step_ms: self.step_ms,
+            warnings: Vec::new(),
+            provenance: Vec::new(),
+            series_seen: self.series_seen,
+        }
+    }
+
+    /// Takes back what a [`Evaluator::fork`] found: its warnings, provenance and series.
+    /// `base` is this evaluator's series count when the part was forked.
+    fn absorb(&mut self, part: Evaluator<'a>, base: usize) -> Result<(), EvalError> {
+        self.warnings.extend(part.warnings);
+        self.provenance.extend(part.provenance);
+        self.count_series(part.series_seen.saturating_sub(base))
+    }
+
     /// Counts selected series against the limit.
     fn count_series(&mut self, n: usize) -> Result<(), EvalError> {
         self.series_seen += n;

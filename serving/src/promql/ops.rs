@@ -207,8 +207,13 @@ impl Evaluator<'_> {
                 ));
             }
         }
-        let lhs = self.eval(&b.lhs).await?;
-        let rhs = self.eval(&b.rhs).await?;
+        // Both sides at once: their fetches overlap (and `x_sum / x_count` asks ClickHouse
+        // one question, not two in a row).
+        let (mut left, mut right, base) = (self.fork(), self.fork(), self.series_seen);
+        let (lhs, rhs) = futures::join!(left.eval(&b.lhs), right.eval(&b.rhs));
+        self.absorb(left, base)?;
+        self.absorb(right, base)?;
+        let (lhs, rhs) = (lhs?, rhs?);
         let n = self.steps.len();
         let is_set = matches!(op, T_LAND | T_LOR | T_LUNLESS);
         if !is_set && arith(op, 1.0, 1.0).is_none() && compare(op, 1.0, 1.0).is_none() {
