@@ -603,3 +603,47 @@ async fn a_lake_that_cannot_be_opened_is_a_503_not_the_clients_fault() {
         .await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sides_of_an_operator_count_against_the_series_limit() {
+    // The two sides of a binary operator are evaluated at once; their series still add up.
+    let fx = Fixture::new("limit", 2000, &[0]).await;
+    let n = fx
+        .rows
+        .iter()
+        .filter(|r| r.labels.metric_name == METRIC)
+        .map(|r| r.series_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(n > 0, "the fixture has series of {METRIC}");
+    let limit = (2 * n - 1).to_string();
+    let server = fx
+        .serve(&[("STRATA__SERVING__MAX_SERIES", limit.as_str())])
+        .await;
+    // Over the whole of the fixture's data, so every series of the metric is selected.
+    let mine = || fx.rows.iter().filter(|r| r.labels.metric_name == METRIC);
+    let first = mine().map(|r| r.start_ms).min().unwrap();
+    let last = mine().map(|r| r.start_ms).max().unwrap();
+    let (start, end) = ((first / 1000).to_string(), ((last + H) / 1000).to_string());
+    let ask = |q: String| {
+        let (start, end, server) = (start.clone(), end.clone(), &server);
+        async move {
+            let p = [
+                ("query", q.as_str()),
+                ("start", start.as_str()),
+                ("end", end.as_str()),
+                ("step", "60"),
+            ];
+            server.post_form("/api/v1/query_range", &p).await
+        }
+    };
+    let (status, body) = ask(format!("{METRIC}_count")).await;
+    assert_eq!(status, 200, "one side alone is within the limit: {body}");
+    let (status, body) = ask(format!("{METRIC}_count / {METRIC}_sum")).await;
+    assert_eq!(status, 422, "both sides pass the limit: {body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("{} series", 2 * n)) && error.contains("serving.max_series"),
+        "{error}"
+    );
+}
