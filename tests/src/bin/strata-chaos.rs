@@ -12,8 +12,12 @@
 //! = duplicated). Reading the topic back instead would take longer than the run: tansu serves old
 //! offsets from S3 one record batch at a time.
 //! Knobs: CHAOS_EVENTS (2,000,000), CHAOS_RATE (events/s, 3,000: faster streams leave
-//! strata-speed a backlog that tansu serves from S3 at ≈ 1k messages/s after its restart). Last line:
-//! `chaos: events=N kills=N lost=N duplicated=N exact=BOOL`.
+//! strata-speed a backlog that tansu serves from S3 at ≈ 1k messages/s after its restart),
+//! CHAOS_STALL_S (300: a layer whose count has not risen for this long is done waiting for) and
+//! CHAOS_MAX_WAIT_S (3600: a layer still rising after this long is "not caught up", not lossy).
+//! Last line: `chaos: events=N kills=N lost=N duplicated=N exact=BOOL caught_up_s=N` (seconds
+//! from the end of the stream until every layer held everything; `none` and
+//! `not_caught_up=<layers>` when some layer was still rising at the cap).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -26,6 +30,7 @@ use strata_testkit::gen::produce::{produce, Run};
 use strata_testkit::gen::truth::{hour_start, Truth};
 use strata_testkit::gen::{metric_name, Format, Generator, Spec};
 use strata_testkit::{env_u64, scrape, stack};
+use strata_tests::catch_up::{describe, Outcome, Step, Watch};
 use strata_tests::{root, Pipeline};
 
 const H: i64 = 3_600_000;
@@ -227,7 +232,9 @@ async fn main() -> Result<()> {
         ),
     );
 
-    // Wait for every layer to catch up (or give up after 15 minutes and count).
+    // Wait for every layer to catch up, judged by progress: a layer whose count rises is waited
+    // for (up to CHAOS_MAX_WAIT_S in all); one whose count has not risen for CHAOS_STALL_S is
+    // done, and what it lacks then is lost.
     let http = reqwest::Client::new();
     let ch_url = p.cfg.clickhouse.url.clone();
     let db = p.cfg.clickhouse.database.clone();
@@ -237,8 +244,13 @@ async fn main() -> Result<()> {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(",");
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
+    let stall = Duration::from_secs(env_u64("CHAOS_STALL_S", 300));
+    let cap = Duration::from_secs(env_u64("CHAOS_MAX_WAIT_S", 3600));
+    let stream_end = Instant::now();
+    let mut ch_watch = Watch::new(truth_unique, stall, cap);
+    let mut ar_watch = Watch::new(archive_want, stall, cap);
+    let (mut ch_outcome, mut ar_outcome) = (None, None);
+    while ch_outcome.is_none() || ar_outcome.is_none() {
         let total = clickhouse(
             &http,
             &ch_url,
@@ -251,20 +263,38 @@ async fn main() -> Result<()> {
         .and_then(|r| r.first()?.first()?.parse::<u64>().ok())
         .unwrap_or(0);
         let archived = archive_count(&p).await.unwrap_or(0);
+        let elapsed = stream_end.elapsed();
         say(
             started,
             &format!(
                 "caught up? ClickHouse {total}/{truth_unique}, archive {archived}/{archive_want}"
             ),
         );
-        if total >= truth_unique && archived >= archive_want {
-            break;
+        for (watch, outcome, have) in [
+            (&mut ch_watch, &mut ch_outcome, total),
+            (&mut ar_watch, &mut ar_outcome, archived),
+        ] {
+            if outcome.is_none() {
+                if let Step::Done(o) = watch.observe(have, elapsed) {
+                    *outcome = Some(o);
+                }
+            }
         }
-        if Instant::now() > deadline {
-            eprintln!("{}", p.logs());
+        if ch_outcome.is_some() && ar_outcome.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let ch_outcome = ch_outcome.expect("decided");
+    let ar_outcome = ar_outcome.expect("decided");
+    say(started, &describe("ClickHouse", truth_unique, &ch_outcome));
+    say(
+        started,
+        &describe("Delta archive", archive_want, &ar_outcome),
+    );
+    if ch_outcome.caught_up().is_none() || ar_outcome.caught_up().is_none() {
+        eprintln!("{}", p.logs());
+        say(started, &broker_holds_everything(&p));
     }
 
     // ClickHouse: events per (series, minute).
@@ -331,8 +361,11 @@ async fn main() -> Result<()> {
     // has caught up — no closed hour dirty, no job queued or running — and the serving layer has
     // re-read the coverage.
     let queue = strata_batch::jobs::JobQueue::open(&p.cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
+    // Progress of the batch layer is its remaining work (dirty closed hours and pending jobs)
+    // reaching a new low; a watch counts up, so it watches FAR - remaining toward FAR.
+    const FAR: u64 = 1 << 32;
+    let mut batch_watch = Watch::new(FAR, stall, cap);
+    let batch_outcome = loop {
         let last_closed = hour_start(chrono::Utc::now().timestamp_millis()) - H;
         let dirty = strata_batch::coverage::status(&p.cfg)
             .await
@@ -357,15 +390,34 @@ async fn main() -> Result<()> {
             started,
             &format!("batch layer: {dirty} dirty closed hours, {busy} jobs pending"),
         );
-        if dirty == 0 && busy == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            eprintln!("{}", p.logs());
-            break;
+        let remaining = (dirty as u64).saturating_add(busy as u64).min(FAR);
+        if let Step::Done(o) = batch_watch.observe(FAR - remaining, stream_end.elapsed()) {
+            break o;
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    if batch_outcome.caught_up().is_none() {
+        eprintln!("{}", p.logs());
     }
+    say(
+        started,
+        &match &batch_outcome {
+            Outcome::CaughtUp(d) => format!(
+                "batch layer: nothing dirty or pending {:.0} s after the stream",
+                d.as_secs_f64()
+            ),
+            Outcome::Stalled { have, .. } => format!(
+                "batch layer: stalled with {} dirty hours or pending jobs",
+                FAR - have
+            ),
+            Outcome::StillRising { have, after } => format!(
+                "batch layer: not caught up after {:.0} s (still working): {} dirty hours or \
+                 pending jobs",
+                after.as_secs_f64(),
+                FAR - have
+            ),
+        },
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let first = want_1h.keys().map(|(_, h)| *h).min().unwrap_or(now);
     let mut merged = BTreeMap::new();
@@ -409,13 +461,75 @@ async fn main() -> Result<()> {
     }
     say(started, &format!("service logs kept in {}", kept.display()));
 
-    let lost = ch_lost + ar_lost + mg_lost;
+    // Only a layer that caught up or stopped making progress can have lost something; one still
+    // rising when the cap ran out is "not caught up", a failure of its own.
+    let layers = [
+        ("clickhouse", &ch_outcome, ch_lost),
+        ("archive", &ar_outcome, ar_lost),
+        ("merged", &batch_outcome, mg_lost),
+    ];
+    let lost: u64 = layers
+        .iter()
+        .filter(|(_, o, _)| o.settled())
+        .map(|(_, _, n)| n)
+        .sum();
+    let behind: Vec<&str> = layers
+        .iter()
+        .filter(|(_, o, _)| !o.settled())
+        .map(|(name, _, _)| *name)
+        .collect();
     let duplicated = ch_dup + ar_dup + mg_dup;
-    let exact = lost == 0 && duplicated == 0;
+    let exact = lost == 0 && duplicated == 0 && behind.is_empty();
+    let caught_up = layers
+        .iter()
+        .map(|(_, o, _)| o.caught_up())
+        .collect::<Option<Vec<_>>>()
+        .map_or("none".to_owned(), |d| {
+            format!(
+                "{:.0}",
+                d.iter().max().copied().unwrap_or_default().as_secs_f64()
+            )
+        });
+    let behind = if behind.is_empty() {
+        String::new()
+    } else {
+        format!(" not_caught_up={}", behind.join(","))
+    };
     println!(
-        "chaos: events={messages} kills={kills} lost={lost} duplicated={duplicated} exact={exact}"
+        "chaos: events={messages} kills={kills} lost={lost} duplicated={duplicated} exact={exact} \
+         caught_up_s={caught_up}{behind}"
     );
     Ok(())
+}
+
+/// Whether the broker still holds every message of the topic (no partition's start moved past
+/// offset 0), so that what a stalled layer lacks is a loss of that layer, not of retention.
+fn broker_holds_everything(p: &Pipeline) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = &p.cfg.kafka.topic;
+    let consumer: BaseConsumer =
+        match strata_shared::kafka::consumer_config(&p.cfg.kafka, "chaos-check").create() {
+            Ok(c) => c,
+            Err(e) => return format!("broker: could not ask for watermarks: {e}"),
+        };
+    let n = strata_shared::kafka::partition_count(&p.cfg.kafka, topic).unwrap_or(0);
+    let moved: Vec<String> = (0..n as i32)
+        .filter_map(
+            |part| match consumer.fetch_watermarks(topic, part, Duration::from_secs(10)) {
+                Ok((0, _)) => None,
+                Ok((low, _)) => Some(format!("partition {part} starts at {low}")),
+                Err(e) => Some(format!("partition {part}: {e}")),
+            },
+        )
+        .collect();
+    if moved.is_empty() {
+        format!("broker: all {n} partitions still start at offset 0 (nothing removed by retention)")
+    } else {
+        format!(
+            "broker: not every message is still held: {}",
+            moved.join("; ")
+        )
+    }
 }
 
 async fn session(p: &Pipeline) -> Result<SqlSession> {
