@@ -177,3 +177,106 @@ async fn the_schedule_recomputes_closed_and_dirty_hours_and_runs_queued_jobs() {
     assert_eq!(scrape(port, "strata_batch_dirty_hours"), Some(0.0));
     assert!(scrape(port, "strata_batch_archive_bytes").unwrap() > 1000.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_and_the_schedule_recomputing_the_same_hours_at_once_end_exact() {
+    // `strata-batch serve` recomputes the two newest closed hours every 2 s; meanwhile late
+    // events keep arriving in the archive and the CLI recomputes the same hours, so commits of
+    // results from different archive versions race. At the end every hour holds every event
+    // once, and nothing is dirty.
+    let (dir, cfg) = common::local_lake();
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = last_closed_hour(now, 0);
+    let spec = Spec {
+        base_time_ms: hour + 55 * 60_000,
+        spread_ms: 100 * 60_000,
+        duplicate_ratio: 0.05,
+        seed: 22,
+        ..Spec::default()
+    };
+    let mut truth = Truth::new(Some(spec.clone()));
+    let events: Vec<ArchivedEvent> = Generator::new(spec)
+        .take(4000)
+        .enumerate()
+        .map(|(i, m)| {
+            truth.record(&m);
+            ArchivedEvent {
+                event: m.event.unwrap(),
+                partition: 0,
+                offset: i as i64,
+            }
+        })
+        .collect();
+    let mut archive = Archive::open(&cfg).await.unwrap();
+    archive
+        .append(&events, &BTreeMap::from([(0, 3999)]))
+        .await
+        .unwrap();
+    let mut want: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in truth.rows().iter().filter(|r| r.tier == "1h") {
+        *want.entry(r.start_ms).or_default() += r.stats.count as i64;
+    }
+    assert!(
+        want.contains_key(&hour) && want.contains_key(&(hour - H)),
+        "events in both closed hours: {want:?}"
+    );
+
+    let port = free_port();
+    let log = dir.path().join("serve.log");
+    let _serve = spawn_serve(&cfg, port, &log);
+    let (from, to) = ((hour - H).to_string(), (hour + H).to_string());
+    for round in 0..6i64 {
+        // A late event for one of the two hours, then the CLI recomputes both while the
+        // schedule does the same.
+        let at = if round % 2 == 0 { hour } else { hour - H };
+        let mut late = events[0].clone();
+        late.event.event_id = format!("late-{round}");
+        late.event.timestamp_ms = at + 1 + round;
+        late.offset = 4000 + round;
+        archive
+            .append(&[late], &BTreeMap::from([(0, 4000 + round)]))
+            .await
+            .unwrap();
+        *want.get_mut(&at).unwrap() += 1;
+        let out = Command::new(env!("CARGO_BIN_EXE_strata-batch"))
+            .args(["recompute", "--from", &from, "--to", &to])
+            .env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
+            .env("STRATA__LAKE__URL", &cfg.lake.url)
+            // No archiver runs here: the read-your-writes wait runs out at once.
+            .env("STRATA__BATCH__RECOMPUTE_WAIT", "1s")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run strata-batch recompute");
+        assert!(
+            out.status.success(),
+            "round {round}: the CLI's recompute failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_until(
+        &log,
+        "both hours to hold every event and nothing to be dirty",
+        90,
+        || async {
+            let (_, dirty, _) = status(&cfg).await.unwrap();
+            dirty.is_empty()
+                && hour_count(&cfg, hour).await == want[&hour]
+                && hour_count(&cfg, hour - H).await == want[&(hour - H)]
+        },
+    )
+    .await;
+    // And the minute tier agrees with the hour tier.
+    let minutes = common::first_row(
+        &cfg,
+        &format!(
+            "SELECT coalesce(sum(count), 0) FROM rollup_1m WHERE start_ms >= {} AND start_ms < {}",
+            hour - H,
+            hour + H
+        ),
+    )
+    .await;
+    assert_eq!(
+        minutes[0].parse::<i64>().unwrap(),
+        want[&hour] + want[&(hour - H)]
+    );
+}
