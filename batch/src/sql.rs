@@ -79,37 +79,13 @@ impl SqlSession {
     /// Registers the lake's tables that exist.
     pub async fn open(cfg: &Config, limits: Limits) -> Result<Self, SqlError> {
         let ctx = SessionContext::new();
-        for name in [EVENTS_TABLE, Tier::Minute.table(), Tier::Hour.table()] {
-            let mut table = open_table(cfg, name)
-                .await
-                .map_err(|e| SqlError::Lake(e.to_string()))?;
-            match table.load().await {
-                Ok(()) => {
-                    table
-                        .update_datafusion_session(&ctx.state())
-                        .map_err(|e| SqlError::Lake(e.to_string()))?;
-                    let provider = table
-                        .table_provider()
-                        .await
-                        .map_err(|e| SqlError::Lake(e.to_string()))?;
-                    ctx.register_table(name, provider)
-                        .map_err(|e| SqlError::Lake(e.to_string()))?;
-                }
-                Err(deltalake::DeltaTableError::NotATable(_)) => {
-                    tracing::info!(table = name, "not in the lake yet")
-                }
-                Err(e) => return Err(SqlError::Lake(e.to_string())),
-            }
-        }
+        register_lake_tables(cfg, &ctx).await?;
         Ok(Self { ctx, limits })
     }
 
     /// Runs one read-only statement.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, SqlError> {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
+        let options = read_only_options();
         let df = self
             .ctx
             .sql_with_options(sql, options)
@@ -146,7 +122,44 @@ impl SqlSession {
     }
 }
 
-fn classify(e: datafusion::error::DataFusionError) -> SqlError {
+/// Registers (or replaces) the lake's tables that exist — `events`, `rollup_1m`, `rollup_1h` —
+/// in `ctx`, each at its newest version.
+pub async fn register_lake_tables(cfg: &Config, ctx: &SessionContext) -> Result<(), SqlError> {
+    for name in [EVENTS_TABLE, Tier::Minute.table(), Tier::Hour.table()] {
+        let mut table = open_table(cfg, name)
+            .await
+            .map_err(|e| SqlError::Lake(e.to_string()))?;
+        match table.load().await {
+            Ok(()) => {
+                table
+                    .update_datafusion_session(&ctx.state())
+                    .map_err(|e| SqlError::Lake(e.to_string()))?;
+                let provider = table
+                    .table_provider()
+                    .await
+                    .map_err(|e| SqlError::Lake(e.to_string()))?;
+                ctx.register_table(name, provider)
+                    .map_err(|e| SqlError::Lake(e.to_string()))?;
+            }
+            Err(deltalake::DeltaTableError::NotATable(_)) => {
+                tracing::info!(table = name, "not in the lake yet")
+            }
+            Err(e) => return Err(SqlError::Lake(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// What a read-only session allows: no DDL, no DML, no statements (`SET`, transactions).
+pub fn read_only_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// A DataFusion error as a [`SqlError`]: refused kinds (DDL, DML, statements) or a wrong query.
+pub fn classify(e: datafusion::error::DataFusionError) -> SqlError {
     let text = e.to_string();
     // SQLOptions reports refused kinds as "… not supported" plan errors naming the kind.
     for kind in ["DDL", "DML", "Statement"] {

@@ -268,6 +268,14 @@ pub async fn run(
         .await
         .map_err(|e| crate::Error::Listen(format!("{addr}: {e}")))?;
     let app = router(state, &telemetry);
+    if !cfg.serving.pg_listen.is_empty() {
+        let addr: SocketAddr = cfg.serving.pg_listen.parse().expect("validated at load");
+        let pg = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| crate::Error::Listen(format!("{addr} (serving.pg_listen): {e}")))?;
+        tracing::info!(%addr, "PostgreSQL protocol listening");
+        tokio::spawn(crate::pg::serve(cfg.clone(), pg));
+    }
 
     // Keep the batch views fresh; ready once the first refresh was tried.
     let refresher = {

@@ -13,6 +13,7 @@ pub mod api;
 pub mod app;
 pub mod cache;
 pub mod merge;
+pub mod pg;
 pub mod promql;
 pub mod results;
 pub mod series;

@@ -1,6 +1,7 @@
 //! Every query of the provisioned Grafana dashboard (infra/grafana/dashboards) parses and returns
-//! data from a running pipeline fed like the demo — through promtool, the reference Prometheus
-//! client, against strata-serving.
+//! data from a running pipeline fed like the demo — the Prometheus panels through promtool, the
+//! reference Prometheus client, and the archive's SQL panels through psql over strata-serving's
+//! PostgreSQL protocol.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -22,15 +23,60 @@ fn panel_queries() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in dash["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().unwrap() {
-            let expr = t["expr"]
-                .as_str()
-                .unwrap()
+            let Some(expr) = t["expr"].as_str() else {
+                continue;
+            };
+            let expr = expr
                 .replace("${metric}", &metric)
                 .replace("$__rate_interval", "4m");
             out.push((p["title"].as_str().unwrap().to_owned(), expr));
         }
     }
     out
+}
+
+/// The SQL panels' queries, with Grafana's time macros filled for `[from, to)` (Unix seconds).
+fn sql_panel_queries(from: i64, to: i64) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("infra/grafana/dashboards/strata.json"))
+        .expect("the dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            if let Some(sql) = t["rawSql"].as_str() {
+                let sql = sql
+                    .replace("$__unixEpochFrom()", &from.to_string())
+                    .replace("$__unixEpochTo()", &to.to_string());
+                out.push((p["title"].as_str().unwrap().to_owned(), sql));
+            }
+        }
+    }
+    out
+}
+
+/// Rows psql prints for `sql` against the pipeline's PostgreSQL protocol (CSV, header first).
+fn psql_rows(p: &Pipeline, sql: &str) -> Result<Vec<String>, String> {
+    let port = p
+        .cfg
+        .serving
+        .pg_listen
+        .rsplit(':')
+        .next()
+        .unwrap_or_default();
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-w", "--csv", "-h", "127.0.0.1", "-p", port])
+        .args(["-U", "grafana", "-d", "strata", "-c", sql])
+        .env_remove("PGPASSWORD")
+        .output()
+        .map_err(|e| format!("psql (Debian postgresql-client): {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,6 +133,20 @@ async fn every_dashboard_panel_returns_data_through_promtool() {
         if Instant::now() > deadline {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
             panic!("panels without data after 150 s: {pending:?}\n{}", p.logs());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // The archive's SQL panels, as Grafana's PostgreSQL data source sends them.
+    let now = chrono::Utc::now().timestamp();
+    let sql = sql_panel_queries(now - 3600, now + 60);
+    assert!(!sql.is_empty(), "the dashboard has an SQL panel");
+    let mut pending = sql;
+    while !pending.is_empty() {
+        pending.retain(|(_, q)| !matches!(psql_rows(&p, q), Ok(rows) if !rows.is_empty()));
+        if Instant::now() > deadline + Duration::from_secs(60) {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let errors: Vec<_> = pending.iter().map(|(t, q)| (t, psql_rows(&p, q))).collect();
+            panic!("SQL panels without rows: {errors:?}\n{}", p.logs());
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

@@ -323,6 +323,7 @@ impl Serving {
             .env("STRATA__CLICKHOUSE__DATABASE", &cfg.clickhouse.database)
             .env("STRATA__LAKE__URL", &cfg.lake.url)
             .env("STRATA__SERVING__LISTEN", format!("127.0.0.1:{port}"))
+            .env("STRATA__SERVING__PG_LISTEN", "")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());

@@ -172,6 +172,7 @@ impl Fixture {
     /// Starts strata-serving listening on `host`.
     pub async fn serve_at(&self, host: &str, env: &[(&str, &str)]) -> Server {
         let port = free_port();
+        let pg_port = free_port();
         let log = self.dir.path().join(format!("serving-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-serving"));
         cmd.env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
@@ -182,6 +183,7 @@ impl Fixture {
             .env("STRATA__LAKE__URL", &self.cfg.lake.url)
             .env("STRATA__S3__ALLOW_HTTP", self.cfg.s3.allow_http.to_string())
             .env("STRATA__SERVING__LISTEN", format!("{host}:{port}"))
+            .env("STRATA__SERVING__PG_LISTEN", format!("{host}:{pg_port}"))
             .env("STRATA__SERVING__COVERAGE_REFRESH", "500ms")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -199,6 +201,7 @@ impl Fixture {
             _proc: proc,
             base: format!("http://127.0.0.1:{port}"),
             port,
+            pg_port,
             log,
             http: reqwest::Client::new(),
         };
@@ -225,6 +228,8 @@ pub struct Server {
     _proc: Proc,
     pub base: String,
     pub port: u16,
+    /// The PostgreSQL protocol's port.
+    pub pg_port: u16,
     pub log: std::path::PathBuf,
     pub http: reqwest::Client,
 }

@@ -12,6 +12,10 @@ use super::{ConfigError, Secret};
 pub struct ServingConfig {
     /// Address the API listens on (`ip:port`). Grafana's Prometheus data source points here.
     pub listen: String,
+    /// Address of the PostgreSQL wire protocol (`ip:port`): read-only SQL over the archive for
+    /// psql, DBeaver, Grafana's PostgreSQL data source, psycopg… Password = `auth_token` (any
+    /// user name); without a token only loopback clients are let in. Empty: off.
+    pub pg_listen: String,
     /// Bearer token required by SQL and recompute (and by everything when `auth_all`). Empty:
     /// no token, and those endpoints answer only clients on loopback.
     pub auth_token: Secret,
@@ -48,6 +52,7 @@ impl Default for ServingConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            pg_listen: "127.0.0.1:5433".into(),
             auth_token: Secret::default(),
             auth_all: false,
             max_points_per_series: 11_000,
@@ -71,6 +76,15 @@ impl ServingConfig {
             return Err(ConfigError::key(
                 "serving.listen",
                 format!("{:?} must be ip:port", self.listen),
+            ));
+        }
+        if !self.pg_listen.is_empty() && self.pg_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::key(
+                "serving.pg_listen",
+                format!(
+                    "{:?} must be ip:port, or empty to turn it off",
+                    self.pg_listen
+                ),
             ));
         }
         let t = self.auth_token.expose();

@@ -1,0 +1,171 @@
+//! The PostgreSQL wire protocol, through a client none of us wrote: Debian's `psql`. The same
+//! questions get the same answers as `POST /api/v1/sql`; psql's catalog commands work; every
+//! sandbox escape the HTTP tests try is refused; the token is the password; a query past the
+//! time limit is cancelled.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, Server};
+use serde_json::json;
+
+/// Runs `sql` through psql (CSV out); `Ok(stdout)` or `Err(stderr)`.
+fn psql(server: &Server, sql: &str, password: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-w", "--csv", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", "127.0.0.1", "-p", &server.pg_port.to_string()])
+        .args(["-U", "grafana", "-d", "strata", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGPASSWORD");
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd
+        .output()
+        .expect("psql (Debian postgresql-client) is installed");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Waits until the protocol answers (it starts beside the HTTP API).
+fn wait_for_pg(server: &Server, password: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match psql(server, "SELECT 1", password) {
+            Ok(_) => return,
+            Err(e) if Instant::now() > deadline => {
+                panic!("PostgreSQL protocol never answered: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
+/// CSV rows as cells; numbers compared as numbers (the two paths print floats differently).
+fn cells(csv: &str) -> Vec<Vec<String>> {
+    csv.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+fn same(a: &[Vec<String>], b: &[Vec<String>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| match (p.parse::<f64>(), q.parse::<f64>()) {
+                        (Ok(p), Ok(q)) => (p - q).abs() <= 1e-9 * p.abs().max(1.0),
+                        _ => p == q,
+                    })
+        })
+}
+
+const QUERIES: &[&str] = &[
+    "SELECT count(*) AS n FROM events",
+    "SELECT metric_name, count(*) AS n FROM events GROUP BY metric_name ORDER BY metric_name",
+    "SELECT source, sum(count) AS n, max(p99) AS p99 FROM rollup_1h GROUP BY source ORDER BY source",
+    "SELECT h.metric_name, h.start_ms, h.count, count(e.event_id) AS events \
+     FROM rollup_1h h JOIN events e ON e.metric_name = h.metric_name AND e.series_id = h.series_id \
+     AND e.timestamp_ms >= h.start_ms AND e.timestamp_ms < h.start_ms + 3600000 \
+     GROUP BY h.metric_name, h.start_ms, h.count, h.series_id ORDER BY 1, 2, 3, 4 LIMIT 20",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn psql_answers_like_the_sql_endpoint_and_refuses_what_it_refuses() {
+    let fx = Fixture::new("pg", 2000, &[0]).await;
+    let server = fx.serve(&[]).await;
+    wait_for_pg(&server, None);
+
+    for sql in QUERIES {
+        let (status, http) = server
+            .post_json("/api/v1/sql", &json!({"sql": sql, "format": "csv"}), &[])
+            .await;
+        assert_eq!(status, 200, "{sql}: {http}");
+        let pg = psql(&server, sql, None).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let (h, p) = (cells(&http), cells(&pg));
+        assert!(!h.is_empty(), "{sql}: rows to compare");
+        assert!(same(&h, &p), "{sql}\nHTTP:\n{http}\npsql:\n{pg}");
+    }
+
+    // The catalog commands psql users type.
+    let tables = psql(&server, "\\dt", None).expect("\\dt");
+    for t in ["events", "rollup_1m", "rollup_1h"] {
+        assert!(tables.contains(t), "\\dt lists {t}: {tables}");
+    }
+    let columns = psql(&server, "\\d events", None).expect("\\d events");
+    for c in ["event_id", "metric_name", "timestamp_ms"] {
+        assert!(columns.contains(c), "\\d events shows {c}: {columns}");
+    }
+
+    // What the HTTP sandbox refuses, refused here too, saying why.
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE VIEW v AS SELECT * FROM events",
+        "DROP TABLE events",
+        "INSERT INTO events SELECT * FROM events",
+        "DELETE FROM events",
+        "UPDATE events SET value = 0",
+        "COPY (SELECT * FROM events) TO '/tmp/strata-pg-stolen.csv'",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let err = psql(&server, sql, None).expect_err(sql);
+        assert!(err.contains("read-only"), "{sql}: {err}");
+    }
+    for sql in [
+        "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+    ] {
+        assert!(psql(&server, sql, None).is_err(), "{sql} was allowed");
+    }
+    assert!(!std::path::Path::new("/tmp/strata-pg-stolen.csv").exists());
+    let n = psql(&server, "SELECT count(*) AS n FROM events", None).unwrap();
+    assert_eq!(
+        cells(&n),
+        vec![vec!["2000".to_owned()]],
+        "the table is intact"
+    );
+    // Session settings drivers send still work.
+    psql(&server, "SET application_name = 'check'", None).expect("session SET");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_is_the_password_and_a_long_query_is_cancelled() {
+    let fx = Fixture::new("pgauth", 2000, &[0]).await;
+    let token = "t0ken-for-the-pg-protocol";
+    let server = fx
+        .serve(&[
+            ("STRATA__SERVING__AUTH_TOKEN", token),
+            ("STRATA__SERVING__SQL_TIMEOUT", "500ms"),
+        ])
+        .await;
+    wait_for_pg(&server, Some(token));
+    let none = psql(&server, "SELECT 1", None).expect_err("no password");
+    assert!(none.to_lowercase().contains("password"), "{none}");
+    let wrong = psql(&server, "SELECT 1", Some("wrong-password-xxxxxx")).expect_err("wrong");
+    assert!(
+        wrong
+            .to_lowercase()
+            .contains("password authentication failed"),
+        "{wrong}"
+    );
+    assert!(psql(&server, "SELECT count(*) FROM events", Some(token)).is_ok());
+
+    let err = psql(
+        &server,
+        "SELECT count(*) FROM events a, events b, events c WHERE a.value + b.value > c.value",
+        Some(token),
+    )
+    .expect_err("8 billion rows do not fit in 500 ms");
+    assert!(err.contains("ran longer than"), "{err}");
+    // The server is still there and answers the next query.
+    let n = psql(&server, "SELECT count(*) AS n FROM events", Some(token)).expect("next query");
+    assert_eq!(cells(&n), vec![vec!["2000".to_owned()]]);
+}
