@@ -33,8 +33,9 @@ async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
     }
     let mut b = env.spawn_speed("b", &[]);
     // When b joined, every partition was revoked from a and some came back to it; a had written
-    // them last, so it kept their duplicate filters instead of re-reading the window.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // them last, so it kept their duplicate filters instead of re-reading the window. The
+    // deadline is generous: on a loaded 2-core machine tansu's rebalance took over 60 s once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
         let kept = scrape(
             a_port,
@@ -46,7 +47,7 @@ async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "within 60 s of b joining, partitions came back to a with their duplicate filter \
+            "within 180 s of b joining, partitions came back to a with their duplicate filter \
              (kept {kept}) and b took some\n{}",
             env.log("a")
         );
