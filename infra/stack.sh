@@ -59,6 +59,8 @@ install_apt() {
   for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # psql (the PostgreSQL protocol's tests use it) from any postgresql-client-N package.
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   # python3-venv may be satisfied by a non-Debian python3 that has venv built in.
   if [ ${#missing[@]} -gt 0 ] && [ "${missing[*]}" = "python3-venv" ] && python3 -m venv --help >/dev/null 2>&1; then
     return 0
