@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::prelude::DataFrame;
 use strata_shared::Config;
 
 use crate::archive::writer::{open_table, EVENTS_TABLE};
@@ -91,35 +92,39 @@ impl SqlSession {
             .sql_with_options(sql, options)
             .await
             .map_err(classify)?;
-        let df = df
-            .limit(0, Some(self.limits.max_rows + 1))
-            .map_err(classify)?;
-        let batches = tokio::time::timeout(self.limits.timeout, df.collect())
-            .await
-            .map_err(|_| SqlError::Timeout(self.limits.timeout))?
-            .map_err(classify)?;
-        let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if total <= self.limits.max_rows {
-            return Ok(QueryResult {
-                batches,
-                truncated: false,
-            });
-        }
-        let mut kept = Vec::new();
-        let mut left = self.limits.max_rows;
-        for b in batches {
-            if left == 0 {
-                break;
-            }
-            let take = left.min(b.num_rows());
-            kept.push(b.slice(0, take));
-            left -= take;
-        }
-        Ok(QueryResult {
-            batches: kept,
-            truncated: true,
-        })
+        collect_limited(df, self.limits).await
     }
+}
+
+/// Runs a planned query within `limits`: at most `max_rows` rows (and whether more existed),
+/// stopped after `timeout`. The HTTP endpoint, the CLI and the PostgreSQL protocol share it.
+pub async fn collect_limited(df: DataFrame, limits: Limits) -> Result<QueryResult, SqlError> {
+    let df = df.limit(0, Some(limits.max_rows + 1)).map_err(classify)?;
+    let batches = tokio::time::timeout(limits.timeout, df.collect())
+        .await
+        .map_err(|_| SqlError::Timeout(limits.timeout))?
+        .map_err(classify)?;
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if total <= limits.max_rows {
+        return Ok(QueryResult {
+            batches,
+            truncated: false,
+        });
+    }
+    let mut kept = Vec::new();
+    let mut left = limits.max_rows;
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(b.num_rows());
+        kept.push(b.slice(0, take));
+        left -= take;
+    }
+    Ok(QueryResult {
+        batches: kept,
+        truncated: true,
+    })
 }
 
 /// Registers (or replaces) the lake's tables that exist — `events`, `rollup_1m`, `rollup_1h` —

@@ -47,7 +47,9 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, PgWireServ
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use strata_batch::sql::{classify, read_only_options, register_lake_tables, SqlError};
+use strata_batch::sql::{
+    classify, collect_limited, read_only_options, register_lake_tables, Limits, SqlError,
+};
 use strata_shared::Config;
 
 /// Session settings a client may `SET` (drivers send these on connect); any other `SET` is
@@ -133,6 +135,10 @@ fn refused(why: String) -> PgWireError {
     )
 }
 
+fn df_error(e: datafusion::error::DataFusionError) -> PgWireError {
+    sql_error(classify(e))
+}
+
 fn sql_error(e: SqlError) -> PgWireError {
     match e {
         SqlError::Refused(m) => refused(m),
@@ -162,17 +168,14 @@ impl ReadOnly {
         let timeout =
             datafusion_postgres_timeout(client).map_or(self.timeout, |t| t.min(self.timeout));
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let df = df
-            .limit(0, Some(self.max_rows))
-            .map_err(|e| sql_error(classify(e)))?;
-        let batches = tokio::time::timeout(timeout, df.collect())
-            .await
-            .map_err(|_| sql_error(SqlError::Timeout(timeout)))?
-            .map_err(|e| sql_error(classify(e)))?;
-        let table = MemTable::try_new(schema, vec![batches]).map_err(|e| sql_error(classify(e)))?;
-        let rows = ctx
-            .read_table(Arc::new(table))
-            .map_err(|e| sql_error(classify(e)))?;
+        // Cut at the row limit, as the HTTP endpoint does (the protocol has no place to say so).
+        let limits = Limits {
+            max_rows: self.max_rows,
+            timeout,
+        };
+        let result = collect_limited(df, limits).await.map_err(sql_error)?;
+        let table = MemTable::try_new(schema, vec![result.batches]).map_err(df_error)?;
+        let rows = ctx.read_table(Arc::new(table)).map_err(df_error)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         Ok(Response::Query(
             encode_dataframe(rows, &Format::UnifiedText, Some(options)).await?,
@@ -206,7 +209,7 @@ impl QueryHook for ReadOnly {
                     let df = ctx
                         .sql_with_options(&statement.to_string(), read_only_options())
                         .await
-                        .map_err(|e| sql_error(classify(e)))?;
+                        .map_err(df_error)?;
                     self.run(ctx, df, client).await
                 }
                 .await,
@@ -239,17 +242,12 @@ impl QueryHook for ReadOnly {
             Verdict::Refuse(why) => Some(Err(refused(why))),
             Verdict::Run => Some(
                 async {
-                    read_only_options()
-                        .verify_plan(plan)
-                        .map_err(|e| sql_error(classify(e)))?;
+                    read_only_options().verify_plan(plan).map_err(df_error)?;
                     let plan = plan
                         .clone()
                         .replace_params_with_values(params)
-                        .map_err(|e| sql_error(classify(e)))?;
-                    let df = ctx
-                        .execute_logical_plan(plan)
-                        .await
-                        .map_err(|e| sql_error(classify(e)))?;
+                        .map_err(df_error)?;
+                    let df = ctx.execute_logical_plan(plan).await.map_err(df_error)?;
                     self.run(ctx, df, client).await
                 }
                 .await,

@@ -144,6 +144,7 @@ async fn the_token_is_the_password_and_a_long_query_is_cancelled() {
         .serve(&[
             ("STRATA__SERVING__AUTH_TOKEN", token),
             ("STRATA__SERVING__SQL_TIMEOUT", "500ms"),
+            ("STRATA__SERVING__SQL_MAX_ROWS", "7"),
         ])
         .await;
     wait_for_pg(&server, Some(token));
@@ -157,6 +158,9 @@ async fn the_token_is_the_password_and_a_long_query_is_cancelled() {
         "{wrong}"
     );
     assert!(psql(&server, "SELECT count(*) FROM events", Some(token)).is_ok());
+    // The row limit cuts a long answer, as on the HTTP endpoint.
+    let ids = psql(&server, "SELECT event_id FROM events", Some(token)).expect("rows");
+    assert_eq!(cells(&ids).len(), 7, "serving.sql_max_rows = 7: {ids}");
 
     let err = psql(
         &server,
