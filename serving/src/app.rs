@@ -200,7 +200,22 @@ async fn guard(
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Binds `addr` (the value of config `key`) unless it is empty (turned off).
+async fn bind_optional(
+    addr: &str,
+    key: &str,
+) -> Result<Option<tokio::net::TcpListener>, crate::Error> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr.parse().expect("validated at load");
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| crate::Error::Listen(format!("{addr} ({key}): {e}")))
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -268,13 +283,22 @@ pub async fn run(
         .await
         .map_err(|e| crate::Error::Listen(format!("{addr}: {e}")))?;
     let app = router(state, &telemetry);
-    if !cfg.serving.pg_listen.is_empty() {
-        let addr: SocketAddr = cfg.serving.pg_listen.parse().expect("validated at load");
-        let pg = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| crate::Error::Listen(format!("{addr} (serving.pg_listen): {e}")))?;
-        tracing::info!(%addr, "PostgreSQL protocol listening");
-        tokio::spawn(crate::pg::serve(cfg.clone(), pg));
+    // The SQL protocols: bound now (a taken port stops start-up), served once the lake is read.
+    let pg = bind_optional(&cfg.serving.pg_listen, "serving.pg_listen").await?;
+    let flight = bind_optional(&cfg.serving.flight_listen, "serving.flight_listen").await?;
+    if pg.is_some() || flight.is_some() {
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let ctx = crate::archive::open(cfg.clone()).await;
+            if let Some(pg) = pg {
+                tracing::info!(addr = %cfg.serving.pg_listen, "PostgreSQL protocol listening");
+                tokio::spawn(crate::pg::serve(cfg.clone(), ctx.clone(), pg));
+            }
+            if let Some(flight) = flight {
+                tracing::info!(addr = %cfg.serving.flight_listen, "Arrow Flight SQL listening");
+                tokio::spawn(crate::flight::serve(cfg.clone(), ctx, flight));
+            }
+        });
     }
 
     // Keep the batch views fresh; ready once the first refresh was tried.

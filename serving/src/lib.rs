@@ -8,10 +8,15 @@
 //! lake's rollup tables through a byte-bounded [`cache`]) and the rest from ClickHouse
 //! ([`source::speed`]) → [`window`] re-aggregates buckets into the query's
 //! windows. [`app`] wires the router, auth, limits and self-metrics.
+//!
+//! SQL over the archive also comes in over the PostgreSQL protocol ([`pg`]) and Arrow Flight SQL
+//! ([`flight`]), both on one shared read-only session ([`archive`]).
 
 pub mod api;
 pub mod app;
+pub mod archive;
 pub mod cache;
+pub mod flight;
 pub mod merge;
 pub mod pg;
 pub mod promql;

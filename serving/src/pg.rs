@@ -14,8 +14,7 @@
 //! - **who may connect**: with `serving.auth_token` set, the password must be the token (any
 //!   user name); without one, only loopback clients are let in, as the HTTP API does.
 //!
-//! The lake's tables are re-registered every `serving.coverage_refresh`, so new archive commits
-//! and recomputes show up without reconnecting.
+//! The session (tables and `pg_catalog`) is [`crate::archive`]'s, shared with Flight SQL.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,11 +24,9 @@ use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
@@ -47,9 +44,7 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, PgWireServ
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use strata_batch::sql::{
-    classify, collect_limited, read_only_options, register_lake_tables, Limits, SqlError,
-};
+use strata_batch::sql::{classify, collect_limited, read_only_options, Limits, SqlError};
 use strata_shared::Config;
 
 /// Session settings a client may `SET` (drivers send these on connect); any other `SET` is
@@ -315,37 +310,9 @@ impl<S: StartupHandler + 'static> PgWireServerHandlers for Handlers<S> {
     }
 }
 
-/// The session every connection shares: the lake's tables and the `pg_catalog` clients read.
-async fn session(cfg: &Config) -> Result<Arc<SessionContext>, SqlError> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
-    setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
-        .map_err(|e| SqlError::Lake(format!("pg_catalog: {e}")))?;
-    register_lake_tables(cfg, &ctx).await?;
-    Ok(Arc::new(ctx))
-}
-
-/// Serves the PostgreSQL protocol on `listener` until the process ends.
-pub async fn serve(cfg: Arc<Config>, listener: tokio::net::TcpListener) {
-    let ctx = loop {
-        match session(&cfg).await {
-            Ok(ctx) => break ctx,
-            Err(e) => {
-                tracing::warn!(error = %e, "PostgreSQL protocol: lake not readable yet; retrying");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    };
-    {
-        let (cfg, ctx) = (cfg.clone(), ctx.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(cfg.serving.coverage_refresh.max(Duration::from_secs(1))).await;
-                if let Err(e) = register_lake_tables(&cfg, &ctx).await {
-                    tracing::warn!(error = %e, "PostgreSQL protocol: lake tables not refreshed");
-                }
-            }
-        });
-    }
+/// Serves the PostgreSQL protocol on `listener` over the shared archive session until the
+/// process ends.
+pub async fn serve(cfg: Arc<Config>, ctx: Arc<SessionContext>, listener: tokio::net::TcpListener) {
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnly {
             max_rows: cfg.serving.sql_max_rows,

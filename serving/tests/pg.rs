@@ -8,6 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::sql::{cells, same, ENDLESS, ESCAPES, QUERIES, WRITES};
 use common::{Fixture, Server};
 use serde_json::json;
 
@@ -46,37 +47,6 @@ fn wait_for_pg(server: &Server, password: Option<&str>) {
     }
 }
 
-/// CSV rows as cells; numbers compared as numbers (the two paths print floats differently).
-fn cells(csv: &str) -> Vec<Vec<String>> {
-    csv.lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_owned).collect())
-        .collect()
-}
-
-fn same(a: &[Vec<String>], b: &[Vec<String>]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|(p, q)| match (p.parse::<f64>(), q.parse::<f64>()) {
-                        (Ok(p), Ok(q)) => (p - q).abs() <= 1e-9 * p.abs().max(1.0),
-                        _ => p == q,
-                    })
-        })
-}
-
-const QUERIES: &[&str] = &[
-    "SELECT count(*) AS n FROM events",
-    "SELECT metric_name, count(*) AS n FROM events GROUP BY metric_name ORDER BY metric_name",
-    "SELECT source, sum(count) AS n, max(p99) AS p99 FROM rollup_1h GROUP BY source ORDER BY source",
-    "SELECT h.metric_name, h.start_ms, h.count, count(e.event_id) AS events \
-     FROM rollup_1h h JOIN events e ON e.metric_name = h.metric_name AND e.series_id = h.series_id \
-     AND e.timestamp_ms >= h.start_ms AND e.timestamp_ms < h.start_ms + 3600000 \
-     GROUP BY h.metric_name, h.start_ms, h.count, h.series_id ORDER BY 1, 2, 3, 4 LIMIT 20",
-];
-
 #[tokio::test(flavor = "multi_thread")]
 async fn psql_answers_like_the_sql_endpoint_and_refuses_what_it_refuses() {
     let fx = Fixture::new("pg", 2000, &[0]).await;
@@ -105,27 +75,14 @@ async fn psql_answers_like_the_sql_endpoint_and_refuses_what_it_refuses() {
     }
 
     // What the HTTP sandbox refuses, refused here too, saying why.
-    for sql in [
-        "CREATE TABLE t AS SELECT 1",
-        "CREATE VIEW v AS SELECT * FROM events",
-        "DROP TABLE events",
-        "INSERT INTO events SELECT * FROM events",
-        "DELETE FROM events",
-        "UPDATE events SET value = 0",
-        "COPY (SELECT * FROM events) TO '/tmp/strata-pg-stolen.csv'",
-        "SET datafusion.execution.batch_size = 1",
-    ] {
+    for sql in WRITES {
         let err = psql(&server, sql, None).expect_err(sql);
         assert!(err.contains("read-only"), "{sql}: {err}");
     }
-    for sql in [
-        "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'",
-        "SELECT * FROM '/etc/passwd'",
-        "SELECT * FROM read_csv('/etc/passwd')",
-    ] {
+    for sql in ESCAPES {
         assert!(psql(&server, sql, None).is_err(), "{sql} was allowed");
     }
-    assert!(!std::path::Path::new("/tmp/strata-pg-stolen.csv").exists());
+    assert!(!std::path::Path::new("/tmp/strata-sql-stolen.csv").exists());
     let n = psql(&server, "SELECT count(*) AS n FROM events", None).unwrap();
     assert_eq!(
         cells(&n),
@@ -162,12 +119,7 @@ async fn the_token_is_the_password_and_a_long_query_is_cancelled() {
     let ids = psql(&server, "SELECT event_id FROM events", Some(token)).expect("rows");
     assert_eq!(cells(&ids).len(), 7, "serving.sql_max_rows = 7: {ids}");
 
-    let err = psql(
-        &server,
-        "SELECT count(*) FROM events a, events b, events c WHERE a.value + b.value > c.value",
-        Some(token),
-    )
-    .expect_err("8 billion rows do not fit in 500 ms");
+    let err = psql(&server, ENDLESS, Some(token)).expect_err("8 billion rows do not fit in 500 ms");
     assert!(err.contains("ran longer than"), "{err}");
     // The server is still there and answers the next query.
     let n = psql(&server, "SELECT count(*) AS n FROM events", Some(token)).expect("next query");

@@ -82,6 +82,7 @@ impl Pipeline {
         }
         cfg.speed.group_id = format!("strata-e2e-speed-{id}");
         cfg.serving.pg_listen = format!("127.0.0.1:{}", free_port());
+        cfg.serving.flight_listen = format!("127.0.0.1:{}", free_port());
         cfg.batch.archive_group_id = format!("strata-e2e-archive-{id}");
         kafka::create_topics(
             &cfg.kafka,
@@ -136,6 +137,10 @@ impl Pipeline {
             ("STRATA__BATCH__SCHEDULE_GRACE", "0s".into()),
             ("STRATA__SERVING__LISTEN", format!("127.0.0.1:{serving}")),
             ("STRATA__SERVING__PG_LISTEN", c.serving.pg_listen.clone()),
+            (
+                "STRATA__SERVING__FLIGHT_LISTEN",
+                c.serving.flight_listen.clone(),
+            ),
             ("STRATA__SERVING__COVERAGE_REFRESH", "1s".into()),
             ("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "2s".into()),
             ("STRATA__S3__ENDPOINT", "http://127.0.0.1:8333".into()),

@@ -4,6 +4,8 @@
 //! its answers with the generator's ground truth.
 #![allow(dead_code)]
 
+pub mod sql;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -173,6 +175,7 @@ impl Fixture {
     pub async fn serve_at(&self, host: &str, env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let pg_port = free_port();
+        let flight_port = free_port();
         let log = self.dir.path().join(format!("serving-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-serving"));
         cmd.env("STRATA__TELEMETRY__SELF_REPORT_INTERVAL", "0s")
@@ -184,6 +187,10 @@ impl Fixture {
             .env("STRATA__S3__ALLOW_HTTP", self.cfg.s3.allow_http.to_string())
             .env("STRATA__SERVING__LISTEN", format!("{host}:{port}"))
             .env("STRATA__SERVING__PG_LISTEN", format!("{host}:{pg_port}"))
+            .env(
+                "STRATA__SERVING__FLIGHT_LISTEN",
+                format!("{host}:{flight_port}"),
+            )
             .env("STRATA__SERVING__COVERAGE_REFRESH", "500ms")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -202,6 +209,7 @@ impl Fixture {
             base: format!("http://127.0.0.1:{port}"),
             port,
             pg_port,
+            flight_port,
             log,
             http: reqwest::Client::new(),
         };
@@ -230,6 +238,8 @@ pub struct Server {
     pub port: u16,
     /// The PostgreSQL protocol's port.
     pub pg_port: u16,
+    /// Arrow Flight SQL's port.
+    pub flight_port: u16,
     pub log: std::path::PathBuf,
     pub http: reqwest::Client,
 }

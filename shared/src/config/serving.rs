@@ -16,6 +16,11 @@ pub struct ServingConfig {
     /// psql, DBeaver, Grafana's PostgreSQL data source, psycopg… Password = `auth_token` (any
     /// user name); without a token only loopback clients are let in. Empty: off.
     pub pg_listen: String,
+    /// Address of Arrow Flight SQL (`ip:port`): the same read-only SQL for ADBC, JDBC and
+    /// Arrow-native clients, results streamed as Arrow batches. Bearer token = `auth_token`
+    /// (or a handshake with password = `auth_token`); without a token only loopback clients are
+    /// let in. Empty: off.
+    pub flight_listen: String,
     /// Bearer token required by SQL and recompute (and by everything when `auth_all`). Empty:
     /// no token, and those endpoints answer only clients on loopback.
     pub auth_token: Secret,
@@ -53,6 +58,7 @@ impl Default for ServingConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             pg_listen: "127.0.0.1:5433".into(),
+            flight_listen: "127.0.0.1:50051".into(),
             auth_token: Secret::default(),
             auth_all: false,
             max_points_per_series: 11_000,
@@ -78,14 +84,16 @@ impl ServingConfig {
                 format!("{:?} must be ip:port", self.listen),
             ));
         }
-        if !self.pg_listen.is_empty() && self.pg_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::key(
-                "serving.pg_listen",
-                format!(
-                    "{:?} must be ip:port, or empty to turn it off",
-                    self.pg_listen
-                ),
-            ));
+        for (key, value) in [
+            ("serving.pg_listen", &self.pg_listen),
+            ("serving.flight_listen", &self.flight_listen),
+        ] {
+            if !value.is_empty() && value.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::key(
+                    key,
+                    format!("{value:?} must be ip:port, or empty to turn it off"),
+                ));
+            }
         }
         let t = self.auth_token.expose();
         if !t.is_empty() && (t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()))

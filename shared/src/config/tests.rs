@@ -193,6 +193,10 @@ fn validation_names_the_key() {
         ("[batch]\nserve_listen = \"9103\"", "batch.serve_listen"),
         ("[serving]\nlisten = \"localhost\"", "serving.listen"),
         ("[serving]\npg_listen = \"5433\"", "serving.pg_listen"),
+        (
+            "[serving]\nflight_listen = \"50051\"",
+            "serving.flight_listen",
+        ),
         ("[serving]\nauth_token = \"short\"", "serving.auth_token"),
         ("[serving]\nauth_all = true", "serving.auth_all"),
         (
