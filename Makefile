@@ -6,7 +6,7 @@ CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
 
-.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard
+.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -76,6 +76,9 @@ bench-scale: up ## one dashboard query on batch views of ~1M and ~50M minute row
 
 bench-dashboard: up ## the Grafana overview dashboard, 16 viewers refreshing at once (6 h and 7 d)
 	$(BENCH) --bench dashboard
+
+bench-sql: up ## a 1M-row SQL result over HTTP JSON, the PostgreSQL protocol and Arrow Flight SQL (release build)
+	$(BENCH) --bench sql
 
 lint: ## formatting and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check

@@ -23,6 +23,8 @@ minutes: the queries below answer once the first minute of load has ended (about
   Recomputes        http://127.0.0.1:9103/metrics   (strata_batch_*: every 5 min the latest closed and dirty hours)
                     target/debug/strata-batch status | jobs | recompute --from 2026-11-25T10:00:00Z --to 2026-11-25T12:00:00Z
   Ad hoc SQL        target/debug/strata-batch sql "SELECT metric_name, sum(count) FROM rollup_1h GROUP BY 1"
+                    psql -h 127.0.0.1 -p 5433 -U me -d strata -c 'SELECT metric_name, count(*) FROM events GROUP BY 1'
+                    $ROOT/.strata/venv/bin/python -c "import adbc_driver_flightsql.dbapi as f; c = f.connect('grpc://127.0.0.1:50051').cursor(); c.execute('SELECT source, count(*) FROM events GROUP BY 1'); print(c.fetch_arrow_table())"
   Dead letters      .strata/bin/tansu topic list --broker tcp://127.0.0.1:9092   (topic metrics-events-dlq)
   S3 (SeaweedFS)    http://127.0.0.1:8333  (key/secret minioadmin)
   What runs         make status

@@ -86,6 +86,23 @@ def cancel_pg(cfg, sql):
             timer.cancel()
 
 
+def cancel_adbc(cfg, sql):
+    """The same through ADBC: the statement is cancelled from another thread while it streams."""
+    with flight_connect(cfg) as conn:
+        with conn.cursor() as cur:
+            started = time.monotonic()
+            timer = threading.Timer(0.5, cur.adbc_cancel)
+            timer.start()
+            try:
+                cur.execute(sql)
+                cur.fetchall()
+                return {"error": None, "seconds": time.monotonic() - started}
+            except Exception as e:
+                return {"error": f"{type(e).__name__}: {e}", "seconds": time.monotonic() - started}
+            finally:
+                timer.cancel()
+
+
 def tables_seen(cfg):
     """What a tool browsing the catalog sees: ADBC's get_objects and psycopg's information_schema."""
     with flight_connect(cfg) as conn:
@@ -118,7 +135,10 @@ def main():
     if cfg.get("tables"):
         out["tables"] = tables_seen(cfg)
     if cfg.get("cancel"):
-        out["cancel"] = cancel_pg(cfg, cfg["cancel"])
+        out["cancel"] = {
+            "psycopg": cancel_pg(cfg, cfg["cancel"]),
+            "adbc": cancel_adbc(cfg, cfg["cancel"]),
+        }
     json.dump(out, sys.stdout)
 
 

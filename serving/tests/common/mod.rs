@@ -246,6 +246,16 @@ pub struct Server {
 
 impl Server {
     /// Kills the process with SIGKILL and waits for it.
+    /// CPU seconds the process has used so far (user + system, from `/proc`).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self._proc.0.id())).unwrap();
+        // Fields after the command name (which ends with ')'): utime and stime are 12th and 13th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        ticks / 100.0 // USER_HZ is 100 on Linux
+    }
+
     pub fn kill(&mut self) {
         let _ = self._proc.0.kill();
         let _ = self._proc.0.wait();
