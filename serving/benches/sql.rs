@@ -10,38 +10,20 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{write_views, Family, DAY};
 use strata_testkit::{env_u64, free_port};
 
-const SQL: &str = "SELECT metric_name, source, series_id, start_ms, count, sum, min, max, p50, p99 \
+const SQL: &str =
+    "SELECT metric_name, source, series_id, start_ms, count, sum, min, max, p50, p99 \
                    FROM rollup_1m";
 
 /// Runs the Python clients with `input`; their JSON answer.
 fn clients(input: serde_json::Value) -> Result<serde_json::Value, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut child = Command::new(root.join(".strata/venv/bin/python"))
-        .arg(root.join("serving/benches/sql_bench.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("the stack's venv (run `make up`): {e}"))?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    strata_testkit::venv_python(&root, "serving/benches/sql_bench.py", &input)
 }
 
 fn median(values: &serde_json::Value) -> f64 {
@@ -65,7 +47,8 @@ async fn main() {
     let series = rows.div_ceil(1440) as u32;
     let end = chrono::Utc::now().timestamp_millis().div_euclid(DAY) * DAY;
     let t = Instant::now();
-    let (minute_rows, _) = write_views(&cfg, &[Family::new("bench_sql", series)], end - DAY, end).await;
+    let (minute_rows, _) =
+        write_views(&cfg, &[Family::new("bench_sql", series)], end - DAY, end).await;
     eprintln!(
         "{minute_rows} minute rows written in {:.0}s",
         t.elapsed().as_secs_f64()

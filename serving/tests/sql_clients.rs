@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sql::{cells, same, ENDLESS, ESCAPES, QUERIES, WRITES};
@@ -18,33 +16,10 @@ use serde_json::{json, Value};
 /// Runs the client script with `input` (ports filled in) and returns what it saw.
 fn clients(server: &Server, mut input: Value) -> Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".strata/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the stack's venv is missing (run `make up`, which installs psycopg and ADBC)"
-    );
     input["pg_port"] = json!(server.pg_port);
     input["flight_port"] = json!(server.flight_port);
-    let mut child = Command::new(python)
-        .arg(root.join("serving/tests/clients/sql_clients.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "client script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+    strata_testkit::venv_python(&root, "serving/tests/clients/sql_clients.py", &input)
+        .unwrap_or_else(|e| panic!("client script failed: {e}"))
 }
 
 /// The rows of one result, or a panic naming the client, query and error.
@@ -145,7 +120,10 @@ async fn psycopg_and_adbc_answer_like_the_sql_endpoint_and_refuse_what_it_refuse
         let err = cancel["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{client}: the endless query ended by itself: {cancel}"));
-        assert!(err.to_lowercase().contains(&says.to_lowercase()), "{client}: {cancel}");
+        assert!(
+            err.to_lowercase().contains(&says.to_lowercase()),
+            "{client}: {cancel}"
+        );
         assert!(
             cancel["seconds"].as_f64().unwrap() < 60.0,
             "{client}: stopped by the cancel, not the limit: {cancel}"
@@ -158,7 +136,10 @@ async fn psycopg_and_adbc_answer_like_the_sql_endpoint_and_refuse_what_it_refuse
     let before = server.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let used = server.cpu_seconds() - before;
-    assert!(used < 1.5, "cancelled queries still running: {used:.1} CPU-s in 3 s");
+    assert!(
+        used < 1.5,
+        "cancelled queries still running: {used:.1} CPU-s in 3 s"
+    );
 
     // After all that, the table is intact and both protocols still answer.
     let after = clients(&server, json!({"queries": [QUERIES[0]]}));

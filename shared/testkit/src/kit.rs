@@ -38,12 +38,26 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server a test starts.
+///
+/// Drawn below Linux's ephemeral range (32768–60999): a port the kernel picked for `bind(:0)`
+/// is one it also hands to outgoing connections, and a client connecting elsewhere could take it
+/// before the server binds it ("address already in use"). No port is handed out twice by one
+/// test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use rand::Rng;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000")
 }
 
 /// Runs `infra/stack.sh ARGS` of the repository at `root` (to stop or start one server of the
@@ -276,4 +290,35 @@ mod tests {
         assert_eq!(sum_samples(PAGE, "b"), Some(7.0));
         assert_eq!(sum_samples(PAGE, "a"), None);
     }
+}
+
+/// Runs `script` (a path in the repository at `root`) with the stack's venv Python
+/// (`.strata/venv`, filled by `infra/stack.sh`), `input` as JSON on its stdin, and returns the
+/// JSON it prints — or its stderr if it failed.
+pub fn venv_python(
+    root: &Path,
+    script: &str,
+    input: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let python = root.join(".strata/venv/bin/python");
+    let mut child = Command::new(&python)
+        .arg(root.join(script))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{} (run `make up`): {e}", python.display()))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
 }
