@@ -47,11 +47,21 @@ pub struct Stats {
     pub evictions: AtomicU64,
 }
 
-/// A byte-bounded LRU cache with single-flight loads.
+/// A byte-bounded LRU cache with single-flight loads. A clone is a handle on the same cache.
 pub struct Cache<K, V, E> {
     inner: Arc<Mutex<Inner<K, V, E>>>,
     max_bytes: usize,
     stats: Arc<Stats>,
+}
+
+impl<K, V, E> Clone for Cache<K, V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            max_bytes: self.max_bytes,
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 impl<K, V, E> Cache<K, V, E>
@@ -105,6 +115,18 @@ where
         let v = touch(&mut g, key)?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(v)
+    }
+
+    /// The value of `key` if it is held, without counting a use or making it recent.
+    pub fn peek(&self, key: &K) -> Option<Arc<V>> {
+        self.lock().entries.get(key).map(|(v, _)| v.clone())
+    }
+
+    /// Whether `key` is held or being loaded now (a look that neither counts nor reorders; the
+    /// answer may be stale by the time it is used, so it only decides what to read together).
+    pub fn knows(&self, key: &K) -> bool {
+        let g = self.lock();
+        g.entries.contains_key(key) || g.loading.get(key).is_some_and(|w| w.upgrade().is_some())
     }
 
     /// The value of `key`, loaded by `load` if it is neither held nor being loaded.
@@ -186,7 +208,7 @@ fn insert<K: Eq + Hash + Clone, V: Weigh, E>(
     if w > max_bytes {
         return;
     }
-    while g.bytes + w > max_bytes {
+    while g.bytes.saturating_add(w) > max_bytes {
         let Some((_, k)) = g.order.pop_first() else {
             break;
         };
@@ -228,6 +250,7 @@ mod tests {
         // 4 × 30 > 100: key 0 went.
         assert_eq!((c.len(), c.bytes()), (3, 90));
         assert!(c.get(&0).is_none());
+        assert!(c.knows(&3) && !c.knows(&0));
         // Using 1 makes 2 the oldest.
         assert!(c.get(&1).is_some());
         c.put(9, Arc::new(Blob(30)));
@@ -258,6 +281,8 @@ mod tests {
                 .map(|b| b.0)
             }));
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(c.knows(&7), "a key being loaded is known");
         for t in tasks {
             assert_eq!(t.await.unwrap().unwrap(), 10);
         }

@@ -318,8 +318,9 @@ impl Engine {
             } else {
                 Tier::Minute
             };
-        // ClickHouse merges whole windows itself when they do not overlap; otherwise it
-        // returns minutes and the windows are formed here.
+        // Both layers merge whole windows themselves when they do not overlap (ClickHouse in
+        // its query, the batch views as they cut rows from a block); otherwise they return
+        // minutes and the windows are formed here.
         let grid = if range_ms == step_ms && !per_minute {
             (first, step_ms)
         } else {
@@ -339,7 +340,7 @@ impl Engine {
                 if !batch_ranges.is_empty() {
                     match self
                         .batch
-                        .buckets(view, tier, metric, &ids, batch_ranges, need)
+                        .buckets(view, tier, metric, &ids, batch_ranges, grid, need)
                         .await
                     {
                         Ok(b) => buckets = b,

@@ -23,6 +23,9 @@ use promql_parser::parser::Expr;
 use strata_shared::config::ServingConfig;
 
 use crate::cache::{Cache, Weigh};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::{StreamExt, TryStreamExt};
+
 use crate::merge::{Engine, Provenance};
 use crate::promql::{EvalError, Evaluator, Series, Value};
 use crate::series::Labels;
@@ -32,6 +35,11 @@ const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 /// Target span of one cached window.
 const WINDOW_MS: i64 = 2 * HOUR_MS;
+/// Most windows evaluated in one run: a run holds the buckets of all its points at once (with
+/// quantiles, a sketch per series and minute), so its span bounds the memory of a cold query.
+const RUN_WINDOWS: usize = 3;
+/// Parts of one query evaluated at once (runs, windows, the live part).
+const PARTS_AT_ONCE: usize = 4;
 
 /// An evaluated set of points.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +53,12 @@ pub struct Answer {
 }
 
 impl Weigh for Answer {
+    /// An answer with warnings is partial (a layer could not be read): it weighs more than any
+    /// budget, so it is handed out but never kept.
     fn weight(&self) -> usize {
+        if !self.warnings.is_empty() {
+            return usize::MAX;
+        }
         let labels = |l: &Labels| l.iter().map(|(k, v)| 64 + k.len() + v.len()).sum::<usize>();
         std::mem::size_of::<Answer>()
             + match &self.value {
@@ -217,20 +230,135 @@ impl Results {
             }
             w += 1;
         }
-        let mut answers = Vec::with_capacity(parts.len());
-        for (points, key) in parts {
-            let (key, cache) = match key {
-                Some(key) => (key, &self.cache),
-                None => (live_key(&query, step_ms, &points, &view), &self.live),
-            };
-            let load = evaluation(engine, limits, expr, &view, points.clone(), step_ms);
-            let ans = cache
-                .get_or_load(key, load)
-                .await
+        let runs = self.runs(&parts, |points| {
+            evaluation(engine, limits, expr, &view, points.to_vec(), step_ms)()
+        });
+        let evaluations = parts.into_iter().zip(runs).map(|((points, key), run)| {
+            let (query, view) = (&query, &view);
+            async move {
+                let ans = match (key, run) {
+                    (Some(key), Some(run)) => {
+                        let window = points.clone();
+                        self.cache
+                            .get_or_load(key, move || run.part(window, lookback))
+                            .await
+                    }
+                    (Some(key), None) => {
+                        let load = evaluation(engine, limits, expr, view, points.clone(), step_ms);
+                        self.cache.get_or_load(key, load).await
+                    }
+                    (None, _) => {
+                        let key = live_key(query, step_ms, &points, view);
+                        let load = evaluation(engine, limits, expr, view, points.clone(), step_ms);
+                        self.live.get_or_load(key, load).await
+                    }
+                }
                 .map_err(|e| (*e).clone())?;
-            answers.push((points, ans));
-        }
+                Ok::<_, EvalError>((points, ans))
+            }
+        });
+        let answers: Vec<(Vec<i64>, Arc<Answer>)> = futures::stream::iter(evaluations)
+            .buffered(PARTS_AT_ONCE)
+            .try_collect()
+            .await?;
         Ok(merge(steps, answers))
+    }
+
+    /// For each part, the run it is evaluated in, if any: up to [`RUN_WINDOWS`] consecutive
+    /// cacheable windows that are neither held nor being loaded are evaluated together by one
+    /// evaluation (`eval` of all their points), so a cold dashboard reads the blocks of a run
+    /// in one go (a day's hours in one read) rather than window by window, and each window's
+    /// share is then kept under its own key.
+    fn runs<F>(&self, parts: &[(Vec<i64>, Option<WindowKey>)], eval: F) -> Vec<Option<Run>>
+    where
+        F: Fn(&[i64]) -> futures::future::BoxFuture<'static, Result<Answer, EvalError>>,
+    {
+        let missing =
+            |p: &(Vec<i64>, Option<WindowKey>)| p.1.as_ref().is_some_and(|k| !self.cache.knows(k));
+        let mut out: Vec<Option<Run>> = vec![None; parts.len()];
+        let mut i = 0;
+        while i < parts.len() {
+            let mut j = i;
+            while j < parts.len() && j - i < RUN_WINDOWS && missing(&parts[j]) {
+                j += 1;
+            }
+            if j - i >= 2 {
+                let points: Arc<Vec<i64>> = Arc::new(
+                    parts[i..j]
+                        .iter()
+                        .flat_map(|(p, _)| p.iter().copied())
+                        .collect(),
+                );
+                let whole = eval(&points)
+                    .map(|r| r.map(Arc::new).map_err(Arc::new))
+                    .boxed()
+                    .shared();
+                let run = Run { points, whole };
+                out[i..j].fill(Some(run));
+            }
+            i = j.max(i + 1);
+        }
+        out
+    }
+}
+
+/// One evaluation of the points of several consecutive windows, shared by their loads.
+#[derive(Clone)]
+struct Run {
+    points: Arc<Vec<i64>>,
+    whole: Shared<BoxFuture<'static, Result<Arc<Answer>, Arc<EvalError>>>>,
+}
+
+impl Run {
+    /// The run's answer at `window` (a consecutive part of its points), the provenance cut to
+    /// what those points read.
+    async fn part(self, window: Vec<i64>, lookback: i64) -> Result<Answer, EvalError> {
+        let whole = self.whole.await.map_err(|e| (*e).clone())?;
+        let at = self
+            .points
+            .iter()
+            .position(|t| Some(t) == window.first())
+            .unwrap_or(0);
+        Ok(part_of(&whole, at..at + window.len(), &window, lookback))
+    }
+}
+
+/// The points `range` of `whole` (evaluated at more points), which are `window`.
+fn part_of(whole: &Answer, range: std::ops::Range<usize>, window: &[i64], lookback: i64) -> Answer {
+    fn cut<T: Clone>(v: &[T], range: &std::ops::Range<usize>) -> Vec<T> {
+        v.get(range.clone()).map(<[T]>::to_vec).unwrap_or_default()
+    }
+    let value = match &whole.value {
+        Value::Scalar(v) => Value::Scalar(cut(v, &range)),
+        Value::String(s) => Value::String(s.clone()),
+        Value::Vector(vs) => Value::Vector(
+            vs.iter()
+                .map(|s| Series {
+                    labels: s.labels.clone(),
+                    values: cut(&s.values, &range),
+                })
+                .filter(|s| s.values.iter().any(Option::is_some))
+                .collect(),
+        ),
+    };
+    let (from, to) = match (window.first(), window.last()) {
+        (Some(a), Some(b)) => (a - lookback, *b),
+        _ => (0, 0),
+    };
+    let provenance = whole
+        .provenance
+        .iter()
+        .filter(|p| p.from_ms < to && p.to_ms > from)
+        .map(|p| Provenance {
+            from_ms: p.from_ms.max(from),
+            to_ms: p.to_ms.min(to),
+            layer: p.layer,
+        })
+        .collect();
+    Answer {
+        value,
+        provenance,
+        warnings: whole.warnings.clone(),
     }
 }
 
@@ -426,5 +554,66 @@ mod tests {
             "a series with no point in the query's range is dropped; the rest sorted by labels"
         );
         assert_eq!(out.warnings, vec!["w".to_owned()]);
+    }
+
+    #[test]
+    fn a_window_cut_from_a_run_holds_its_points_only() {
+        let layer = crate::window::Layer::Batch;
+        let whole = Answer {
+            value: Value::Vector(vec![
+                series("x", &[Some(0.0), Some(1.0), Some(2.0), Some(3.0)]),
+                series("early", &[Some(9.0), None, None, None]),
+            ]),
+            provenance: vec![Provenance {
+                from_ms: -5,
+                to_ms: 40,
+                layer,
+            }],
+            warnings: vec![],
+        };
+        // The run's points are 10, 20, 30, 40; the window is 30 and 40, reading 5 back.
+        let part = part_of(&whole, 2..4, &[30, 40], 5);
+        assert_eq!(
+            part.value,
+            Value::Vector(vec![series("x", &[Some(2.0), Some(3.0)])]),
+            "the window's values; a series without a point in it is left out"
+        );
+        assert_eq!(
+            part.provenance,
+            vec![Provenance {
+                from_ms: 25,
+                to_ms: 40,
+                layer
+            }]
+        );
+        let scalar = Answer {
+            value: Value::Scalar(vec![1.0, 2.0, 3.0]),
+            ..whole.clone()
+        };
+        assert_eq!(
+            part_of(&scalar, 1..3, &[20, 30], 0).value,
+            Value::Scalar(vec![2.0, 3.0])
+        );
+    }
+
+    #[test]
+    fn a_partial_answer_is_never_kept() {
+        let ok = Answer {
+            value: Value::Scalar(vec![1.0]),
+            provenance: vec![],
+            warnings: vec![],
+        };
+        let partial = Answer {
+            warnings: vec!["batch views: lake down".into()],
+            ..ok.clone()
+        };
+        let cache: Cache<u8, Answer, ()> = Cache::new(1 << 20);
+        cache.put(1, Arc::new(ok));
+        cache.put(2, Arc::new(partial));
+        assert!(cache.get(&1).is_some());
+        assert!(
+            cache.get(&2).is_none(),
+            "an answer with warnings is not kept"
+        );
     }
 }

@@ -188,6 +188,27 @@ async fn a_recompute_invalidates_exactly_the_cached_windows_that_read_its_hour()
     assert_eq!(cache_events(&server, "hit") - h1, windows.len() as f64);
     let h2 = cache_events(&server, "hit");
 
+    // The first answer computed its cold windows in one run and cut it into windows. A second
+    // replica computes each window on its own (one query per window: no run to share); put
+    // together from its cache they answer exactly the same.
+    let other = fx.serve(&[]).await;
+    let k = window_steps(step);
+    for (first, _) in &windows {
+        other.range(&q, *first, first + (k - 1) * step, 60).await;
+    }
+    let m = cache_events(&other, "miss");
+    let (pieced, _) = other.range(&q, start, end, 60).await;
+    assert_eq!(
+        cache_events(&other, "miss"),
+        m,
+        "every window came from the cache"
+    );
+    assert_eq!(
+        pieced, cold,
+        "windows computed alone equal windows cut from one run"
+    );
+    drop(other);
+
     // A late event in the last hour, archived and recomputed.
     let hour = fx.h0 + 3 * H;
     let minute = hour + 17 * 60_000;

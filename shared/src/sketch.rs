@@ -9,8 +9,6 @@
 //! `sql/datafusion/rollup.sql` computes the same keys in SQL with [`LN_GAMMA`]; a test of the
 //! batch crate checks the two agree.
 
-use std::collections::BTreeMap;
-
 /// Relative accuracy α of a quantile read from a sketch.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
 /// γ = (1 + α) / (1 − α): each bucket spans `(γ^(k−1), γ^k]`.
@@ -51,9 +49,14 @@ pub fn value_of(key: i32) -> f64 {
 }
 
 /// Bucket counts by key.
+///
+/// Held as a vector sorted by key: a minute's sketch has a handful of buckets, and the serving
+/// layer holds one per series and minute of a quantile query, so its size matters more than
+/// the cost of an insert in the middle.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sketch {
-    counts: BTreeMap<i32, u64>,
+    /// (key, count), keys strictly ascending.
+    counts: Vec<(i32, u64)>,
 }
 
 impl Sketch {
@@ -62,28 +65,75 @@ impl Sketch {
         Self::default()
     }
 
+    fn add(&mut self, k: i32, c: u64) {
+        match self.counts.binary_search_by_key(&k, |e| e.0) {
+            Ok(i) => self.counts[i].1 += c,
+            Err(i) => self.counts.insert(i, (k, c)),
+        }
+    }
+
     /// Adds one value.
     pub fn insert(&mut self, v: f64) {
-        *self.counts.entry(key(v)).or_default() += 1;
+        self.add(key(v), 1);
     }
 
     /// Adds stored buckets (keys and counts of equal length, as in a rollup row).
     pub fn merge_buckets(&mut self, keys: &[i32], counts: &[i64]) {
+        let n = keys.len().min(counts.len());
+        if self.counts.is_empty() && keys[..n].windows(2).all(|w| w[0] < w[1]) {
+            // Stored sketches are sorted: take them as they are.
+            self.counts = keys[..n]
+                .iter()
+                .zip(counts)
+                .map(|(k, c)| (*k, (*c).max(0) as u64))
+                .collect();
+            return;
+        }
         for (k, c) in keys.iter().zip(counts) {
-            *self.counts.entry(*k).or_default() += (*c).max(0) as u64;
+            self.add(*k, (*c).max(0) as u64);
         }
     }
 
     /// Adds another sketch.
     pub fn merge(&mut self, other: &Sketch) {
-        for (k, c) in &other.counts {
-            *self.counts.entry(*k).or_default() += c;
+        if other.counts.is_empty() {
+            return;
         }
+        if self.counts.is_empty() {
+            self.counts.clone_from(&other.counts);
+            return;
+        }
+        let mut out = Vec::with_capacity(self.counts.len() + other.counts.len());
+        let (mut a, mut b) = (
+            self.counts.iter().peekable(),
+            other.counts.iter().peekable(),
+        );
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.0 < y.0 => out.push(*a.next().expect("peeked")),
+                (Some(x), Some(y)) if x.0 > y.0 => out.push(*b.next().expect("peeked")),
+                (Some(x), Some(y)) => {
+                    out.push((x.0, x.1 + y.1));
+                    a.next();
+                    b.next();
+                }
+                (Some(_), None) => {
+                    out.extend(a);
+                    break;
+                }
+                (None, Some(_)) => {
+                    out.extend(b);
+                    break;
+                }
+                (None, None) => break,
+            }
+        }
+        self.counts = out;
     }
 
     /// Number of values.
     pub fn count(&self) -> u64 {
-        self.counts.values().sum()
+        self.counts.iter().map(|e| e.1).sum()
     }
 
     /// The quantile `q` (0 ≤ q ≤ 1), interpolated between the closest ranks as the exact
@@ -111,7 +161,7 @@ impl Sketch {
                 return value_of(*k);
             }
         }
-        self.counts.keys().next_back().map_or(0.0, |k| value_of(*k))
+        self.counts.last().map_or(0.0, |e| value_of(e.0))
     }
 }
 
@@ -184,5 +234,32 @@ mod tests {
         }
         assert_eq!(a, b);
         assert_eq!(a.quantile(0.0, None, None), Some(0.0));
+    }
+
+    #[test]
+    fn merging_is_the_same_in_any_order_and_from_any_form() {
+        let values = [5.0, -1.0, 0.0, 250.0, 5.0, 1e-3, 7.5, 250.0, -1.0, 42.0];
+        let mut one = Sketch::new();
+        values.iter().for_each(|v| one.insert(*v));
+        // Two halves merged either way round.
+        let (mut a, mut b) = (Sketch::new(), Sketch::new());
+        values[..4].iter().for_each(|v| a.insert(*v));
+        values[4..].iter().for_each(|v| b.insert(*v));
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, one);
+        assert_eq!(ba, one);
+        // Stored buckets out of order, with a repeated key and a negative count (ignored).
+        let mut stored = Sketch::new();
+        stored.merge_buckets(&[key(5.0), 0, key(5.0)], &[1, 1, 1]);
+        let mut direct = Sketch::new();
+        [5.0, 0.0, 5.0].iter().for_each(|v| direct.insert(*v));
+        assert_eq!(stored, direct);
+        let mut neg = Sketch::new();
+        neg.merge_buckets(&[key(1.0)], &[-3]);
+        assert_eq!(neg.count(), 0);
+        assert_eq!(one.count(), values.len() as u64);
     }
 }

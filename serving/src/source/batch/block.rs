@@ -15,6 +15,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
 use strata_shared::sketch::Sketch;
+use strata_shared::stats::QUANTILES as LEVELS;
 
 use super::BatchError;
 use crate::cache::Weigh;
@@ -34,6 +35,20 @@ struct Sketches {
     offsets: Vec<u32>,
     keys: Vec<i32>,
     counts: Vec<i64>,
+}
+
+impl Sketches {
+    fn span(&self, r: usize) -> std::ops::Range<usize> {
+        self.offsets[r] as usize..self.offsets[r + 1] as usize
+    }
+
+    fn keys_of(&self, r: usize) -> &[i32] {
+        &self.keys[self.span(r)]
+    }
+
+    fn counts_of(&self, r: usize) -> &[i64] {
+        &self.counts[self.span(r)]
+    }
 }
 
 /// The rows of one metric of one tier over one span.
@@ -70,17 +85,22 @@ impl Rows {
         };
         let all = concat_batches(&first.schema(), batches)
             .map_err(|e| BatchError::Shape(e.to_string()))?;
-        let n = all.num_rows();
+        let n = all.num_rows() as u32;
+        Rows::from_rows(&all, (0..n).collect())
+    }
+
+    /// A block from the rows `order` (indices, any order) of `all`.
+    pub fn from_rows(all: &RecordBatch, mut order: Vec<u32>) -> Result<Rows, BatchError> {
+        let n = order.len();
         // Series ids are u64 stored as Int64: order them as u64, as the look-ups do.
-        let sid = column(&all, "series_id", &DataType::Int64)?;
-        let start = column(&all, "start_ms", &DataType::Int64)?;
+        let sid = column(all, "series_id", &DataType::Int64)?;
+        let start = column(all, "start_ms", &DataType::Int64)?;
         let (sid, start) = (
             sid.as_primitive::<Int64Type>(),
             start.as_primitive::<Int64Type>(),
         );
-        let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_unstable_by_key(|&i| (sid.value(i as usize) as u64, start.value(i as usize)));
-        let b = take_record_batch(&all, &arrow::array::UInt32Array::from(order))
+        let b = take_record_batch(all, &arrow::array::UInt32Array::from(order))
             .map_err(|e| BatchError::Shape(e.to_string()))?;
         let sid = column(&b, "series_id", &DataType::Int64)?;
         let sid = sid.as_primitive::<Int64Type>();
@@ -133,6 +153,11 @@ impl Rows {
         Ok(rows)
     }
 
+    /// Series with rows in the block.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
     /// Rows held.
     pub fn len(&self) -> usize {
         self.start.len()
@@ -165,31 +190,108 @@ impl Rows {
         quantiles: bool,
         out: &mut Vec<Bucket>,
     ) {
+        for r in self.rows_in(series_id, from_ms, to_ms) {
+            out.push(self.bucket(r, step_ms, quantiles));
+        }
+    }
+
+    /// As [`Rows::buckets`], but merged into the windows of `grid` (first point, step): the rows
+    /// of a window `(t − step, t]`, `t = first + k·step`, become one bucket ending at `t` —
+    /// counts and sums added, sketches merged, quantiles read from the merged sketch and
+    /// clamped to its min and max, as [`crate::window::aggregate`] computes them from the rows.
+    /// A window of one row keeps that row (its exact quantiles); a grid no coarser than the
+    /// rows gives the rows. A quantile panel over 7 days then holds a sketch per point, not per
+    /// minute.
+    pub fn windows(
+        &self,
+        series_id: u64,
+        (from_ms, to_ms): (i64, i64),
+        step_ms: i64,
+        (first, grid_step): (i64, i64),
+        quantiles: bool,
+        out: &mut Vec<Bucket>,
+    ) {
+        if grid_step <= step_ms {
+            return self.buckets(series_id, (from_ms, to_ms), step_ms, quantiles, out);
+        }
+        let rows = self.rows_in(series_id, from_ms, to_ms);
+        let mut r = rows.start;
+        while r < rows.end {
+            let end = self.start[r] + step_ms;
+            let t = first + (end - first + grid_step - 1).div_euclid(grid_step) * grid_step;
+            let mut z = r + 1;
+            while z < rows.end && self.start[z] + step_ms <= t {
+                z += 1;
+            }
+            let live: Vec<usize> = (r..z).filter(|&i| self.count[i] > 0).collect();
+            match live.as_slice() {
+                [] => {}
+                [one] => out.push(self.bucket(*one, step_ms, quantiles)),
+                many => out.push(self.merged(many, t, quantiles)),
+            }
+            r = z;
+        }
+    }
+
+    /// Rows of one series starting in `[from_ms, to_ms)`.
+    fn rows_in(&self, series_id: u64, from_ms: i64, to_ms: i64) -> std::ops::Range<usize> {
         let rows = self.rows_of(series_id);
         let starts = &self.start[rows.clone()];
         let lo = rows.start + starts.partition_point(|s| *s < from_ms);
         let hi = rows.start + starts.partition_point(|s| *s < to_ms);
-        for r in lo..hi {
-            let (q, sketch) = match (&self.quantiles, &self.sketches) {
-                (Some(q), Some(s)) if quantiles => {
-                    let (a, b) = (s.offsets[r] as usize, s.offsets[r + 1] as usize);
-                    let mut sk = Sketch::new();
-                    sk.merge_buckets(&s.keys[a..b], &s.counts[a..b]);
-                    (q[r], Some(Arc::new(sk)))
-                }
-                _ => ([f64::NAN; 4], None),
-            };
-            out.push(Bucket {
-                end_ms: self.start[r] + step_ms,
-                count: self.count[r],
-                sum: self.sum[r],
-                min: self.min[r],
-                max: self.max[r],
-                quantiles: q,
-                sketch,
-                layer: Layer::Batch,
-            });
+        lo..hi
+    }
+
+    /// Row `r` as a bucket.
+    fn bucket(&self, r: usize, step_ms: i64, quantiles: bool) -> Bucket {
+        let (q, sketch) = match (&self.quantiles, &self.sketches) {
+            (Some(q), Some(s)) if quantiles => {
+                let mut sk = Sketch::new();
+                sk.merge_buckets(s.keys_of(r), s.counts_of(r));
+                (q[r], Some(Arc::new(sk)))
+            }
+            _ => ([f64::NAN; 4], None),
+        };
+        Bucket {
+            end_ms: self.start[r] + step_ms,
+            count: self.count[r],
+            sum: self.sum[r],
+            min: self.min[r],
+            max: self.max[r],
+            quantiles: q,
+            sketch,
+            layer: Layer::Batch,
         }
+    }
+
+    /// Rows `rows` (of one series, with events) as one bucket ending at `end_ms`.
+    fn merged(&self, rows: &[usize], end_ms: i64, quantiles: bool) -> Bucket {
+        let mut b = Bucket {
+            end_ms,
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            quantiles: [f64::NAN; 4],
+            sketch: None,
+            layer: Layer::Batch,
+        };
+        for &r in rows {
+            b.count += self.count[r];
+            b.sum += self.sum[r];
+            b.min = b.min.min(self.min[r]);
+            b.max = b.max.max(self.max[r]);
+        }
+        if let (Some(s), true) = (&self.sketches, quantiles) {
+            let mut sk = Sketch::new();
+            for &r in rows {
+                sk.merge_buckets(s.keys_of(r), s.counts_of(r));
+            }
+            b.quantiles =
+                LEVELS.map(|q| sk.quantile(q, Some(b.min), Some(b.max)).unwrap_or(f64::NAN));
+            b.sketch = Some(Arc::new(sk));
+        }
+        b
     }
 
     /// The series (with labels) that have a row starting in `[from_ms, to_ms)`; empty for a
@@ -512,5 +614,46 @@ mod tests {
         assert_eq!(n.in_hours(1 << 5).collect::<Vec<_>>(), vec!["b"]);
         assert_eq!(n.in_hours(!0).count(), 2);
         assert_eq!(n.in_hours(1 << 7).count(), 0);
+    }
+
+    #[test]
+    fn rows_merged_into_windows_aggregate_as_the_rows_do() {
+        use crate::window::{aggregate, Need};
+        let m = 60_000;
+        // Series 1: minutes 0..7 with different sketches; windows of 3 minutes from point 2m.
+        let rows: Vec<(i64, i64, i64)> = (0..7).map(|i| (1, i * m, i + 1)).collect();
+        let b = batch(&rows, true, false);
+        let rows = Rows::from_batches(&[b]).unwrap();
+        for need in [Need::Quantiles, Need::Totals] {
+            let q = need == Need::Quantiles;
+            let mut minutes = Vec::new();
+            rows.buckets(1, (0, 7 * m), m, q, &mut minutes);
+            let mut merged = Vec::new();
+            rows.windows(1, (0, 7 * m), m, (2 * m, 3 * m), q, &mut merged);
+            // Windows ending at 2m (minutes 0, 1), 5m (2, 3, 4), 8m (5, 6).
+            let ends: Vec<i64> = merged.iter().map(|b| b.end_ms).collect();
+            assert_eq!(ends, vec![2 * m, 5 * m, 8 * m]);
+            for t in [2 * m, 5 * m, 8 * m] {
+                let of = |bs: &[Bucket]| {
+                    let w: Vec<&Bucket> = bs
+                        .iter()
+                        .filter(|b| b.end_ms > t - 3 * m && b.end_ms <= t)
+                        .collect();
+                    aggregate(&w, need).unwrap()
+                };
+                let (a, b) = (of(&minutes), of(&merged));
+                assert_eq!(
+                    (a.count, a.sum, a.min, a.max),
+                    (b.count, b.sum, b.min, b.max)
+                );
+                for (x, y) in a.quantiles.iter().zip(b.quantiles) {
+                    assert!(x.to_bits() == y.to_bits(), "window {t}: {a:?} vs {b:?}");
+                }
+            }
+        }
+        // A grid no coarser than the rows gives the rows.
+        let mut same = Vec::new();
+        rows.windows(1, (0, 7 * m), m, (0, m), false, &mut same);
+        assert_eq!(same.len(), 7);
     }
 }

@@ -15,14 +15,18 @@
 //! age out. A view indexes each tier's data files by day (and metric range, from the files'
 //! statistics) once per refresh, so a block reads only the files of its day that can hold its
 //! metric — never a plan over the whole table — and in them, sorted by (metric, hour, series)
-//! with small row groups and page indexes, only the row groups of its metric and hour.
+//! with small row groups and page indexes, only the row groups of its metric and hour. Hours
+//! of one metric and day that a query wants at once are read together and cut into their
+//! blocks (`group`).
 
 pub mod block;
+mod group;
+mod read;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use datafusion::prelude::{col, lit, ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::{StreamExt, TryStreamExt};
 use strata_batch::archive::writer::open_table;
@@ -34,12 +38,16 @@ use tokio::sync::Semaphore;
 use crate::cache::Cache;
 use crate::series::SeriesInfo;
 use crate::window::{Bucket, Need};
-use block::{Block, Names, Rows};
+use block::{Block, Rows};
+use group::DayRead;
+use read::{files_by_day, DataFile};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 /// Blocks read from the lake at once, over all queries (each read decodes Parquet).
 const CONCURRENT_READS: usize = 4;
+/// Blocks one call asks for at once (the reads among them still wait for [`CONCURRENT_READS`]).
+const BLOCKS_AT_ONCE: usize = 48;
 
 /// Why the batch views could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -72,49 +80,6 @@ pub struct View {
     ctx: Option<Arc<SessionContext>>,
     /// Each tier's data files at the coverage's version, by day.
     files: [BTreeMap<i64, Vec<DataFile>>; 2],
-}
-
-/// One Parquet file of a rollup table: where it is and which metrics it can hold.
-#[derive(Debug, Clone)]
-struct DataFile {
-    url: String,
-    /// Smallest and largest metric name in it (from the Delta statistics), if known.
-    metrics: Option<(String, String)>,
-}
-
-impl DataFile {
-    fn may_hold(&self, metric: &str) -> bool {
-        self.metrics
-            .as_ref()
-            .is_none_or(|(lo, hi)| lo.as_str() <= metric && metric <= hi.as_str())
-    }
-}
-
-/// A tier's files by day, from the table's snapshot (the day from the `event_date=` directory
-/// delta-rs writes partitions to; a file without one is listed under every day asked).
-fn files_by_day(table: &DeltaTable) -> Result<BTreeMap<i64, Vec<DataFile>>, BatchError> {
-    let root = table.table_url().as_str().trim_end_matches('/').to_owned();
-    let mut out: BTreeMap<i64, Vec<DataFile>> = BTreeMap::new();
-    for f in table.snapshot()?.log_data().iter() {
-        let path = f.object_store_path();
-        let day = path.parts().find_map(|p| {
-            let d = p.as_ref().strip_prefix("event_date=")?.to_owned();
-            let date = chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()?;
-            Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
-        });
-        let metrics = f.stats().and_then(|s| {
-            let v: serde_json::Value = serde_json::from_str(&s).ok()?;
-            let lo = v.get("minValues")?.get("metric_name")?.as_str()?.to_owned();
-            let hi = v.get("maxValues")?.get("metric_name")?.as_str()?.to_owned();
-            Some((lo, hi))
-        });
-        let file = DataFile {
-            url: format!("{root}/{path}"),
-            metrics,
-        };
-        out.entry(day.unwrap_or(i64::MIN)).or_default().push(file);
-    }
-    Ok(out)
 }
 
 impl View {
@@ -333,6 +298,17 @@ impl BatchSource {
     }
 
     async fn block(&self, view: &View, key: BlockKey) -> Result<Arc<Block>, BatchError> {
+        self.block_from(view, key, None).await
+    }
+
+    /// The block of `key`, taken from `day` (a read of several hours of its day) when it has
+    /// to be loaded and `day` is given.
+    async fn block_from(
+        &self,
+        view: &View,
+        key: BlockKey,
+        day: Option<DayRead>,
+    ) -> Result<Arc<Block>, BatchError> {
         if let Some(b) = key.with_quantiles().and_then(|k| self.cache.get(&k)) {
             return Ok(b);
         }
@@ -344,8 +320,13 @@ impl BatchSource {
         let files = view.files_of(&key);
         self.cache
             .get_or_load(key, move || async move {
-                let _permit = reads.acquire_owned().await.expect("never closed");
-                load(&ctx, &k, files).await
+                match (day, &k) {
+                    (Some(day), BlockKey::Minute { hour, .. }) => day.take(*hour).await,
+                    _ => {
+                        let _permit = reads.acquire_owned().await.expect("never closed");
+                        read::load(&ctx, &k, files).await
+                    }
+                }
             })
             .await
             .map_err(BatchError::Shared)
@@ -398,7 +379,9 @@ impl BatchSource {
     }
 
     /// Buckets of `series` (all of `metric`) from `tier` whose start lies in `ranges` (covered
-    /// ranges), per series, sorted by end.
+    /// ranges), per series, sorted by end; merged into the windows of `grid` (first point,
+    /// step) where that is coarser than the tier ([`Rows::windows`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn buckets(
         &self,
         view: &View,
@@ -406,6 +389,7 @@ impl BatchSource {
         metric: &str,
         series: &[u64],
         ranges: &[(i64, i64)],
+        grid: (i64, i64),
         need: Need,
     ) -> Result<HashMap<u64, Vec<Bucket>>, BatchError> {
         let metric: Arc<str> = Arc::from(metric);
@@ -446,15 +430,19 @@ impl BatchSource {
         }
         let step = tier.step_ms();
         let mut out: HashMap<u64, Vec<Bucket>> = HashMap::new();
+        let mut days = self.day_reads(view, &wanted);
         let loads: Vec<_> = wanted
             .into_iter()
-            .map(|(key, part)| async move { self.block(view, key).await.map(|b| (b, part)) })
+            .map(|(key, part)| {
+                let day = days.remove(&key);
+                async move { self.block_from(view, key, day).await.map(|b| (b, part)) }
+            })
             .collect();
-        let mut blocks = futures::stream::iter(loads).buffered(CONCURRENT_READS);
+        let mut blocks = futures::stream::iter(loads).buffered(BLOCKS_AT_ONCE);
         while let Some((block, part)) = blocks.try_next().await? {
             if let Block::Rows(rows) = &*block {
                 for &id in series {
-                    rows.buckets(id, part, step, quantiles, out.entry(id).or_default());
+                    rows.windows(id, part, step, grid, quantiles, out.entry(id).or_default());
                 }
             }
         }
@@ -463,68 +451,6 @@ impl BatchSource {
         }
         Ok(out)
     }
-}
-
-/// Reads one block from `files` (its day's files that can hold its metric).
-async fn load(
-    ctx: &SessionContext,
-    key: &BlockKey,
-    files: Vec<String>,
-) -> Result<Block, BatchError> {
-    if files.is_empty() {
-        return Ok(match key {
-            BlockKey::Names { .. } => Block::Names(Names::default()),
-            _ => Block::Rows(Rows::default()),
-        });
-    }
-    let read = || ctx.read_parquet(files.clone(), ParquetReadOptions::default());
-    let (tier, metric, from, to, quantiles) = match key {
-        BlockKey::Names { day, .. } => {
-            let batches = read()
-                .await?
-                .filter(
-                    col("start_ms")
-                        .gt_eq(lit(*day))
-                        .and(col("start_ms").lt(lit(day + DAY_MS))),
-                )?
-                .select_columns(&["metric_name", "start_ms"])?
-                .distinct()?
-                .collect()
-                .await?;
-            return Ok(Block::Names(Names::from_batches(*day, &batches)?));
-        }
-        BlockKey::Minute {
-            metric,
-            hour,
-            quantiles,
-            ..
-        } => (Tier::Minute, metric, *hour, hour + HOUR_MS, *quantiles),
-        BlockKey::Hour {
-            metric,
-            day,
-            quantiles,
-            ..
-        } => (Tier::Hour, metric, *day, day + DAY_MS, *quantiles),
-    };
-    let mut columns: Vec<&str> = block::TOTALS.to_vec();
-    if quantiles {
-        columns.extend(block::QUANTILES);
-    }
-    if tier == Tier::Hour {
-        columns.extend(block::LABELS);
-    }
-    let batches = read()
-        .await?
-        .filter(
-            col("metric_name")
-                .eq(lit(metric.as_ref()))
-                .and(col("start_ms").gt_eq(lit(from)))
-                .and(col("start_ms").lt(lit(to))),
-        )?
-        .select_columns(&columns)?
-        .collect()
-        .await?;
-    Ok(Block::Rows(Rows::from_batches(&batches)?))
 }
 
 /// The days that `ranges` touch, each with the bitmask of its hours they touch.
