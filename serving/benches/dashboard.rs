@@ -148,7 +148,8 @@ async fn main() {
         .collect();
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     first_round.sort_by(|a, b| b.0.total_cmp(&a.0));
-    first_round.dedup_by(|a, b| a.1 == b.1);
+    let mut seen = std::collections::HashSet::new();
+    first_round.retain(|(_, name)| seen.insert(name.clone()));
     for (ms, name) in first_round.iter().take(8) {
         eprintln!("  first refresh (cold caches): {ms:.0} ms: {name}");
     }
