@@ -80,6 +80,11 @@ const SERVICE_ENV: &[(&str, &str)] = &[
     // from the same SeaweedFS that tansu serves the backlog from.
     ("STRATA__BATCH__SCHEDULE", "0 * * * * *"),
     ("STRATA__SPEED__MAX_RETRY_BACKOFF", "2s"),
+    // The shipped defaults, not the tests' 1 s: a Delta commit and a Parquet file per second from
+    // the archiver, and a coverage poll per second from serving, are S3 requests to the same
+    // SeaweedFS that tansu reads its backlog from, and no deployment runs that way.
+    ("STRATA__BATCH__ARCHIVE_FLUSH_INTERVAL", "5s"),
+    ("STRATA__SERVING__COVERAGE_REFRESH", "5s"),
 ];
 
 #[tokio::main]
