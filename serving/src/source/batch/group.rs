@@ -180,10 +180,13 @@ impl BatchSource {
         ahead: Vec<i64>,
         key_of: &dyn Fn(i64) -> Option<BlockKey>,
     ) -> DayRead {
-        let Some(first) = key_of(want[0]) else {
-            unreachable!("wanted hours are covered");
-        };
-        let files = view.files_of(&first);
+        // The day's files that can hold the metric (whatever the hour's version).
+        let files = view.files_of(&BlockKey::Minute {
+            metric: metric.clone(),
+            hour: want.first().copied().unwrap_or_default(),
+            version: 0,
+            quantiles,
+        });
         let hours: Vec<i64> = want.iter().chain(&ahead).copied().collect();
         let extra: Vec<(i64, BlockKey)> = ahead
             .iter()
