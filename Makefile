@@ -52,9 +52,11 @@ e2e: up ## only the end-to-end tests (the whole pipeline; part of make test)
 fuzz: up ## schemathesis, the PromQL fuzz and the security tests against strata-serving (part of make test)
 	$(CARGO) test --workspace --test schemathesis --test fuzz --test security
 
-chaos: up ## 2M events through the pipeline while everything fails; counts what was lost
-	$(CARGO) build --workspace --bins
-	target/debug/strata-chaos
+# Release build: the faults are about correctness, but a debug build's unoptimized DataFusion and
+# Parquet code keeps the scheduled recomputes busy for minutes on end and starves the broker.
+chaos: up ## 2M events through the pipeline while everything fails; counts what was lost (release build)
+	$(CARGO) build --release --workspace --bins
+	target/release/strata-chaos
 
 test-unit: ## only the tests that need no server
 	$(CARGO) test --workspace --lib --bins

@@ -41,8 +41,12 @@ pub fn consumer_config(cfg: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Freshness over request count: an idle fetch returns within 100 ms (librdkafka: 500).
-        .set("fetch.wait.max.ms", "100")
+        // How long the broker may take to answer a fetch when it has nothing yet (librdkafka's
+        // default; a broker with data answers at once). Not less: tansu (this build) also cuts
+        // its listing of a partition's log objects in S3 at this deadline, oldest first, so a
+        // consumer far into a partition whose listing takes longer gets nothing back. At 100 ms
+        // a catch-up after faults read ≈ 740 msg/s; at 500 ms ≈ 6–9k (BENCHMARKS.md, "Chaos").
+        .set("fetch.wait.max.ms", "500")
         .set(
             "session.timeout.ms",
             cfg.session_timeout.as_millis().to_string(),
