@@ -9,10 +9,10 @@
 //! event_id, so per (series, minute) and (series, hour) they change nothing, and in the archive
 //! each is a message of its own at its own (partition, offset). The archive is therefore checked
 //! per event_id against the generator's copies (fewer = lost) and per (partition, offset) (twice
-//! = duplicated). Reading the topic back instead would take longer than the run: tansu serves old
-//! offsets from S3 one record batch at a time.
-//! Knobs: CHAOS_EVENTS (2,000,000), CHAOS_RATE (events/s, 3,000: faster streams leave
-//! strata-speed a backlog that tansu serves from S3 at ≈ 1k messages/s after its restart),
+//! = duplicated). Reading the topic back instead would add minutes: tansu serves old offsets from
+//! S3, one object per record batch.
+//! Knobs: CHAOS_EVENTS (2,000,000), CHAOS_RATE (events/s, 3,000: the broker, the lake and
+//! ClickHouse share this machine's 2 cores with the services; a faster stream builds a backlog),
 //! CHAOS_STALL_S (300: a layer whose count has not risen for this long is done waiting for) and
 //! CHAOS_MAX_WAIT_S (3600: a layer still rising after this long is "not caught up", not lossy).
 //! Last line: `chaos: events=N kills=N lost=N duplicated=N exact=BOOL caught_up_s=N` (seconds
