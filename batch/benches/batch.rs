@@ -43,6 +43,10 @@ async fn main() {
     let recompute_events = env_u64("BENCH_RECOMPUTE_EVENTS", 10_000_000);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut cfg = Config::load(None).expect("configuration");
+    // The recompute's own phase timings (read, dedup, labels, each tier's query and commit).
+    let mut telemetry = cfg.telemetry.clone();
+    telemetry.log_level = "warn,strata_batch::recompute=info".into();
+    strata_shared::telemetry::init_tracing(&telemetry);
     cfg.kafka.topic = format!("strata-bench-batch-{id}");
     kafka::create_topics(&cfg.kafka, &[(&cfg.kafka.topic, 12)])
         .await

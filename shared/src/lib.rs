@@ -10,6 +10,7 @@
 pub mod clickhouse;
 pub mod codec;
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod event;
 pub mod kafka;

@@ -6,8 +6,8 @@
 //! The quantile read back from a sketch is within [`RELATIVE_ACCURACY`] (1 %) of a value whose
 //! rank is the requested one. Keys sort in value order: negative values below zero below positive.
 //!
-//! `sql/datafusion/rollup.sql` computes the same keys in SQL with [`LN_GAMMA`]; a test of the
-//! batch crate checks the two agree.
+//! The batch layer's recompute stores each bucket's sketch with [`key`] itself (the aggregate
+//! `strata_quantiles` of `strata-batch`), so stored and merged keys cannot disagree.
 
 /// Relative accuracy α of a quantile read from a sketch.
 pub const RELATIVE_ACCURACY: f64 = 0.01;

@@ -7,35 +7,16 @@
 //! not break the exactly-once guarantee. Producers retry into the same partition (the key is the
 //! metric name), so one window per partition sees every retry of an event.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 
+use strata_shared::digest::DigestMap;
 use xxhash_rust::xxh64::xxh64;
-
-/// Keys are xxh64 digests already: hashing them again (SipHash) was a tenth of the lookup.
-#[derive(Debug, Default)]
-struct Digest(u64);
-
-impl Hasher for Digest {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; fold anything else in for completeness.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 
 /// The window of recent event ids of one partition.
 #[derive(Debug, Default)]
 pub struct DedupWindow {
     window: u64,
-    counts: HashMap<u64, u32, BuildHasherDefault<Digest>>,
+    counts: DigestMap<u32>,
     order: VecDeque<(i64, u64)>,
 }
 

@@ -1,14 +1,16 @@
 //! Recompute: exact rollups of the archive over an hour-aligned range, written to the Delta
 //! tables `rollup_1m` and `rollup_1h`.
 //!
-//! `sql/datafusion/dedup.sql` and `labels.sql` read the range of `events` once (duplicates
-//! removed by event_id) into memory; per tier, `rollup.sql` computes the exact statistics and
-//! `sketch.sql` the mergeable sketch ([`sketch_columns`] pairs them); each tier's result
+//! `sql/datafusion/dedup.sql` and `labels.sql` read the range of `events` once into memory
+//! (duplicates removed by event_id in [`dedup`]); per tier, `rollup.sql` computes the exact statistics and
+//! the mergeable sketch (with the aggregate [`quantiles`], one sort per bucket); each tier's result
 //! replaces that range of its table in ONE Delta commit ([`commit`]: `replace_where` on
 //! `start_ms`), so readers never see half a recompute — unless a recompute from a newer archive
 //! version already wrote an hour, which is then left alone. The commit records what it covers —
 //! range, hours and archive version — in its commit info under `strata.recompute`, from which
 //! [`crate::coverage`] folds the coverage and the serving layer its time boundary.
+
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
@@ -18,16 +20,16 @@ use strata_shared::Config;
 use crate::archive::writer::{open_table, EVENTS_TABLE};
 
 pub mod commit;
-mod sketch_columns;
+mod dedup;
+pub mod quantiles;
 
-/// The range's events without duplicates (becomes the in-memory table `deduped`), compiled in.
+/// The range's events with their Kafka positions ([`dedup`] keeps each event_id once; the
+/// result becomes the in-memory table `deduped`), compiled in.
 pub const DEDUP_SQL: &str = include_str!("../../../sql/datafusion/dedup.sql");
 /// The labels of the range's series (becomes the in-memory table `labels`), compiled in.
 pub const LABELS_SQL: &str = include_str!("../../../sql/datafusion/labels.sql");
-/// The tier SQL over `deduped` and `labels`, compiled in.
+/// The tier SQL over `deduped` and `labels` (needs [`quantiles::udaf`]), compiled in.
 pub const ROLLUP_SQL: &str = include_str!("../../../sql/datafusion/rollup.sql");
-/// The sketch buckets of a tier over `deduped`, compiled in.
-pub const SKETCH_SQL: &str = include_str!("../../../sql/datafusion/sketch.sql");
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -115,16 +117,6 @@ fn range_sql(sql: &str, from_ms: i64, to_ms: i64) -> String {
         .replace("{to_ms}", &to_ms.to_string())
 }
 
-/// The sketch SQL of one tier (over `deduped`).
-pub fn sketch_sql(tier: Tier) -> String {
-    SKETCH_SQL
-        .replace("{step_ms}", &tier.step_ms().to_string())
-        .replace(
-            "{ln_gamma}",
-            &format!("{:?}", strata_shared::sketch::LN_GAMMA),
-        )
-}
-
 /// The SQL of one tier (over `deduped` and `labels`).
 pub fn tier_sql(tier: Tier) -> String {
     ROLLUP_SQL.replace("{step_ms}", &tier.step_ms().to_string())
@@ -177,15 +169,26 @@ pub async fn recompute_with_progress(
     }
     let archive_version = events.version().ok_or(RecomputeError::NoArchive)? as i64;
     let ctx = SessionContext::new();
+    ctx.register_udaf(quantiles::udaf());
     events.update_datafusion_session(&ctx.state())?;
     ctx.register_table(EVENTS_TABLE, events.table_provider().await?)?;
     progress(Phase::Dedup);
     let started = std::time::Instant::now();
-    let deduped = ctx.sql(&dedup_sql(from_ms, to_ms)).await?.cache().await?;
-    ctx.register_table("deduped", deduped.into_view())?;
+    let read = ctx.sql(&dedup_sql(from_ms, to_ms)).await?.collect().await?;
+    let read_took = started.elapsed();
+    let partitions = ctx.state().config().target_partitions();
+    ctx.register_table("deduped", Arc::new(dedup::deduplicate(&read, partitions)?))?;
+    drop(read);
+    let dedup_took = started.elapsed() - read_took;
     let labels = first_row_per_series(&ctx, &labels_sql(from_ms, to_ms)).await?;
-    ctx.register_table("labels", std::sync::Arc::new(labels))?;
-    tracing::info!(took = ?started.elapsed(), "read and deduplicated the range");
+    ctx.register_table("labels", Arc::new(labels))?;
+    let labels_took = started.elapsed() - read_took - dedup_took;
+    tracing::info!(
+        ?read_took,
+        ?dedup_took,
+        ?labels_took,
+        "read and deduplicated the range"
+    );
 
     let mut rows = [0usize; 2];
     let mut skipped: [Vec<i64>; 2] = Default::default();
@@ -193,17 +196,14 @@ pub async fn recompute_with_progress(
         progress(Phase::Query(tier));
         let t = std::time::Instant::now();
         let df = ctx.sql(&tier_sql(tier)).await?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let mut stats: Vec<RecordBatch> = df.collect().await?;
-        stats.retain(|b| b.num_rows() > 0);
-        if stats.is_empty() {
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let mut batches: Vec<RecordBatch> = df.collect().await?;
+        batches.retain(|b| b.num_rows() > 0);
+        if batches.is_empty() {
             // An empty range still replaces what was there, and records its coverage.
-            stats.push(RecordBatch::new_empty(schema));
+            batches.push(RecordBatch::new_empty(schema));
         }
-        let stats_took = t.elapsed();
-        let sketches: Vec<RecordBatch> = ctx.sql(&sketch_sql(tier)).await?.collect().await?;
-        let batches = sketch_columns::attach(stats, &sketches)?;
-        let sketch_took = t.elapsed() - stats_took;
+        let query_took = t.elapsed();
         progress(Phase::Commit(tier));
         let t = std::time::Instant::now();
         let done =
@@ -215,8 +215,7 @@ pub async fn recompute_with_progress(
             table = tier.table(),
             rows = rows[i],
             skipped_hours = skipped[i].len(),
-            ?stats_took,
-            ?sketch_took,
+            ?query_took,
             ?commit_took,
             "tier recomputed"
         );
@@ -239,7 +238,7 @@ async fn first_row_per_series(
     use arrow::array::{AsArray, UInt32Array};
     use futures::StreamExt;
     let df = ctx.sql(sql).await?;
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let schema = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df.execute_stream().await?;
     let mut seen = std::collections::HashSet::new();
     let mut kept = Vec::new();
@@ -273,7 +272,7 @@ mod tests {
         let dedup = dedup_sql(3_600_000, 7_200_000);
         assert!(dedup.contains("timestamp_ms >= 3600000 AND timestamp_ms < 7200000"));
         let sql = tier_sql(Tier::Minute);
-        for s in [&dedup, &sql, &labels_sql(0, 1), &sketch_sql(Tier::Hour)] {
+        for s in [&dedup, &sql, &labels_sql(0, 1)] {
             assert!(!s.contains('{'), "every placeholder is filled");
         }
         assert!(sql.contains("% 60000"));
