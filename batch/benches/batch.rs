@@ -45,7 +45,7 @@ async fn main() {
     let mut cfg = Config::load(None).expect("configuration");
     // The recompute's own phase timings (read, dedup, labels, each tier's query and commit).
     let mut telemetry = cfg.telemetry.clone();
-    telemetry.log_level = "warn,strata_batch::recompute=info".into();
+    telemetry.log_level = "warn,strata_batch::recompute=debug".into();
     strata_shared::telemetry::init_tracing(&telemetry);
     cfg.kafka.topic = format!("strata-bench-batch-{id}");
     kafka::create_topics(&cfg.kafka, &[(&cfg.kafka.topic, 12)])

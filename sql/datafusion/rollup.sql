@@ -30,4 +30,3 @@ SELECT
     g.q['sketch_keys'] AS sketch_keys, g.q['sketch_counts'] AS sketch_counts,
     to_char(to_timestamp_millis(g.start_ms), '%Y-%m-%d') AS event_date
 FROM grouped g JOIN labels l ON g.series_id = l.series_id
-ORDER BY g.series_id, g.start_ms

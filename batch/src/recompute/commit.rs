@@ -15,17 +15,15 @@
 //! enough for a reader of one metric and hour to skip the rest by their statistics (page indexes
 //! are on: the Parquet writer's default) — the unit the serving layer reads.
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{
-    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
-};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::Transaction;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTableError;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use strata_shared::Config;
 
 use super::{RecomputeError, Tier, HOUR_MS};
@@ -77,7 +75,9 @@ pub async fn commit_tier(
     archive_version: i64,
     batches: &[RecordBatch],
 ) -> Result<Committed, RecomputeError> {
+    let started = std::time::Instant::now();
     let sorted = sort_rows(batches)?;
+    tracing::debug!(took = ?started.elapsed(), rows = sorted.num_rows(), "rows sorted for the commit");
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -190,6 +190,10 @@ fn replace_predicate(hours: &[i64]) -> String {
 }
 
 /// All rows in one batch, sorted by (metric_name, hour of start_ms, series_id, start_ms).
+///
+/// Sorted on a key of integers (each metric name's rank among the rows' names, the hour, the
+/// series, the start) rather than with Arrow's `lexsort`, which compares a string column row by
+/// row through dynamic dispatch: 12.5 s for a day's 7.16M minute rows.
 fn sort_rows(batches: &[RecordBatch]) -> Result<RecordBatch, RecomputeError> {
     let schema = batches
         .first()
@@ -199,25 +203,54 @@ fn sort_rows(batches: &[RecordBatch]) -> Result<RecordBatch, RecomputeError> {
     if all.num_rows() < 2 {
         return Ok(all);
     }
-    let column = |name: &str| -> Result<SortColumn, RecomputeError> {
-        let values = all
-            .column_by_name(name)
-            .ok_or_else(|| RecomputeError::Range(format!("rollup rows have no column {name}")))?
-            .clone();
-        Ok(SortColumn {
-            values,
-            options: None,
-        })
+    let column = |name: &str| -> Result<ArrayRef, RecomputeError> {
+        all.column_by_name(name)
+            .cloned()
+            .ok_or_else(|| RecomputeError::Range(format!("rollup rows have no column {name}")))
     };
-    let order = lexsort_to_indices(
-        &[
-            column("metric_name")?,
-            column("series_id")?,
-            column("start_ms")?,
-        ],
-        None,
-    )?;
+    let names = cast(&column("metric_name")?, &DataType::Utf8)?;
+    let names = names.as_string::<i32>();
+    let mut rank: HashMap<&str, u32> = HashMap::new();
+    for n in names.iter() {
+        rank.entry(n.unwrap_or("")).or_insert(0);
+    }
+    let mut distinct: Vec<&str> = rank.keys().copied().collect();
+    distinct.sort_unstable();
+    for (i, n) in distinct.into_iter().enumerate() {
+        rank.insert(n, i as u32);
+    }
+    let series = order_keys(&column("series_id")?)?;
+    let start = cast(&column("start_ms")?, &DataType::Int64)?;
+    let start = start.as_primitive::<Int64Type>();
+    let mut keys: Vec<(u32, i64, u64, i64, u32)> = (0..all.num_rows())
+        .map(|i| {
+            let t = start.value(i);
+            (
+                rank[names.is_valid(i).then(|| names.value(i)).unwrap_or("")],
+                t.div_euclid(HOUR_MS),
+                series[i],
+                t,
+                i as u32,
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    let order = UInt32Array::from_iter_values(keys.into_iter().map(|k| k.4));
     Ok(take_record_batch(&all, &order)?)
+}
+
+/// Integer column values as `u64`s in the same order (signed values shifted past the sign).
+fn order_keys(values: &ArrayRef) -> Result<Vec<u64>, RecomputeError> {
+    const SIGN: u64 = 1 << 63;
+    Ok(match values.data_type() {
+        DataType::UInt64 => values.as_primitive::<UInt64Type>().values().to_vec(),
+        _ => cast(values, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .map(|&v| (v as u64) ^ SIGN)
+            .collect(),
+    })
 }
 
 /// The rows whose bucket starts in one of `hours`.
@@ -239,6 +272,63 @@ fn only_hours(rows: &RecordBatch, hours: &[i64]) -> Result<RecordBatch, Recomput
 mod tests {
     use super::*;
     use crate::coverage::Cover;
+
+    #[test]
+    fn rows_are_sorted_by_metric_hour_series_and_start() {
+        use arrow::array::{Int64Array, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let h = HOUR_MS;
+        // (metric, start, series): by hour first, then series, then start within the hour.
+        let rows = [
+            ("b", 0, 1),
+            ("a", h + 60_000, 1),
+            ("a", h, 2),
+            ("a", 0, 9),
+            ("a", -h, 5),
+            ("a", h, -3),
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("metric_name", DataType::Utf8, false),
+            Field::new("start_ms", DataType::Int64, false),
+            Field::new("series_id", DataType::Int64, false),
+        ]));
+        let batch = |r: &[(&str, i64, i64)]| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(r.iter().map(|x| x.0).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(r.iter().map(|x| x.1).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(r.iter().map(|x| x.2).collect::<Vec<_>>())),
+                ],
+            )
+            .unwrap()
+        };
+        let sorted = sort_rows(&[batch(&rows[..2]), batch(&rows[2..])]).unwrap();
+        let got: Vec<(String, i64, i64)> = (0..sorted.num_rows())
+            .map(|i| {
+                (
+                    sorted.column(0).as_string::<i32>().value(i).to_owned(),
+                    sorted.column(1).as_primitive::<Int64Type>().value(i),
+                    sorted.column(2).as_primitive::<Int64Type>().value(i),
+                )
+            })
+            .collect();
+        let want = [
+            ("a", -h, 5),
+            ("a", 0, 9),
+            ("a", h, -3),
+            ("a", h + 60_000, 1),
+            ("a", h, 2),
+            ("b", 0, 1),
+        ];
+        assert_eq!(
+            got,
+            want.iter()
+                .map(|(m, t, s)| (m.to_string(), *t, *s))
+                .collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn a_newer_recompute_keeps_its_hours() {

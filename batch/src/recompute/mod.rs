@@ -197,8 +197,13 @@ pub async fn recompute_with_progress(
         let t = std::time::Instant::now();
         let df = ctx.sql(&tier_sql(tier)).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let mut batches: Vec<RecordBatch> = df.collect().await?;
-        batches.retain(|b| b.num_rows() > 0);
+        let mut batches: Vec<RecordBatch> = df
+            .collect()
+            .await?
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(compact)
+            .collect::<Result<_, _>>()?;
         if batches.is_empty() {
             // An empty range still replaces what was there, and records its coverage.
             batches.push(RecordBatch::new_empty(schema));
@@ -227,6 +232,14 @@ pub async fn recompute_with_progress(
         rows,
         skipped,
     })
+}
+
+/// `b` with arrays of its own: the aggregate's columns arrive as slices of one array holding
+/// every bucket of the tier, and each slice would otherwise carry (and make later copies size
+/// for) the whole of it.
+fn compact(b: &RecordBatch) -> Result<RecordBatch, RecomputeError> {
+    let all = arrow::array::UInt32Array::from_iter_values(0..b.num_rows() as u32);
+    Ok(arrow::compute::take_record_batch(b, &all)?)
 }
 
 /// Runs `sql` (series_id first) and keeps the first row of each series_id, as a table. Done
