@@ -226,7 +226,11 @@ fn sort_rows(batches: &[RecordBatch]) -> Result<RecordBatch, RecomputeError> {
         .map(|i| {
             let t = start.value(i);
             (
-                rank[names.is_valid(i).then(|| names.value(i)).unwrap_or("")],
+                rank[if names.is_valid(i) {
+                    names.value(i)
+                } else {
+                    ""
+                }],
                 t.div_euclid(HOUR_MS),
                 series[i],
                 t,
