@@ -22,13 +22,14 @@ use crate::archive::writer::{open_table, EVENTS_TABLE};
 pub mod commit;
 mod dedup;
 pub mod quantiles;
+mod rows;
 
 /// The range's events with their Kafka positions ([`dedup`] keeps each event_id once; the
 /// result becomes the in-memory table `deduped`), compiled in.
 pub const DEDUP_SQL: &str = include_str!("../../../sql/datafusion/dedup.sql");
-/// The labels of the range's series (becomes the in-memory table `labels`), compiled in.
+/// The labels of the range's series (attached to each tier's rows by [`rows`]), compiled in.
 pub const LABELS_SQL: &str = include_str!("../../../sql/datafusion/labels.sql");
-/// The tier SQL over `deduped` and `labels` (needs [`quantiles::udaf`]), compiled in.
+/// The tier SQL over `deduped` (needs [`quantiles::udaf`]), compiled in.
 pub const ROLLUP_SQL: &str = include_str!("../../../sql/datafusion/rollup.sql");
 
 const HOUR_MS: i64 = 3_600_000;
@@ -117,7 +118,7 @@ fn range_sql(sql: &str, from_ms: i64, to_ms: i64) -> String {
         .replace("{to_ms}", &to_ms.to_string())
 }
 
-/// The SQL of one tier (over `deduped` and `labels`).
+/// The SQL of one tier (over `deduped`).
 pub fn tier_sql(tier: Tier) -> String {
     ROLLUP_SQL.replace("{step_ms}", &tier.step_ms().to_string())
 }
@@ -181,7 +182,6 @@ pub async fn recompute_with_progress(
     drop(read);
     let dedup_took = started.elapsed() - read_took;
     let labels = first_row_per_series(&ctx, &labels_sql(from_ms, to_ms)).await?;
-    ctx.register_table("labels", Arc::new(labels))?;
     let labels_took = started.elapsed() - read_took - dedup_took;
     tracing::info!(
         ?read_took,
@@ -197,17 +197,16 @@ pub async fn recompute_with_progress(
         let t = std::time::Instant::now();
         let df = ctx.sql(&tier_sql(tier)).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let mut batches: Vec<RecordBatch> = df
+        let stats: Vec<RecordBatch> = df
             .collect()
             .await?
             .iter()
             .filter(|b| b.num_rows() > 0)
             .map(compact)
             .collect::<Result<_, _>>()?;
-        if batches.is_empty() {
-            // An empty range still replaces what was there, and records its coverage.
-            batches.push(RecordBatch::new_empty(schema));
-        }
+        // An empty range still replaces what was there, and records its coverage.
+        let batches = [rows::assemble(&schema, &stats, &labels)?];
+        drop(stats);
         let query_took = t.elapsed();
         progress(Phase::Commit(tier));
         let t = std::time::Instant::now();
@@ -242,12 +241,12 @@ fn compact(b: &RecordBatch) -> Result<RecordBatch, RecomputeError> {
     Ok(arrow::compute::take_record_batch(b, &all)?)
 }
 
-/// Runs `sql` (series_id first) and keeps the first row of each series_id, as a table. Done
+/// Runs `sql` (series_id first) and keeps the first row of each series_id, in one batch. Done
 /// here rather than with `first_value(tags)` in SQL, which aggregates maps row by row.
 async fn first_row_per_series(
     ctx: &SessionContext,
     sql: &str,
-) -> Result<datafusion::datasource::MemTable, RecomputeError> {
+) -> Result<RecordBatch, RecomputeError> {
     use arrow::array::{AsArray, UInt32Array};
     use futures::StreamExt;
     let df = ctx.sql(sql).await?;
@@ -270,10 +269,7 @@ async fn first_row_per_series(
             )?);
         }
     }
-    Ok(datafusion::datasource::MemTable::try_new(
-        schema,
-        vec![kept],
-    )?)
+    Ok(arrow::compute::concat_batches(&schema, &kept)?)
 }
 
 #[cfg(test)]
