@@ -238,10 +238,6 @@ fn sort_rows(batches: &[RecordBatch]) -> Result<RecordBatch, RecomputeError> {
             )
         })
         .collect();
-    if keys.is_sorted() {
-        // The recompute hands its rows over sorted already (`super::rows`).
-        return Ok(all);
-    }
     keys.sort_unstable();
     let order = UInt32Array::from_iter_values(keys.into_iter().map(|k| k.4));
     Ok(take_record_batch(&all, &order)?)

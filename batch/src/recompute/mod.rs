@@ -22,14 +22,13 @@ use crate::archive::writer::{open_table, EVENTS_TABLE};
 pub mod commit;
 mod dedup;
 pub mod quantiles;
-mod rows;
 
 /// The range's events with their Kafka positions ([`dedup`] keeps each event_id once; the
 /// result becomes the in-memory table `deduped`), compiled in.
 pub const DEDUP_SQL: &str = include_str!("../../../sql/datafusion/dedup.sql");
-/// The labels of the range's series (attached to each tier's rows by [`rows`]), compiled in.
+/// The labels of the range's series (becomes the in-memory table `labels`), compiled in.
 pub const LABELS_SQL: &str = include_str!("../../../sql/datafusion/labels.sql");
-/// The tier SQL over `deduped` (needs [`quantiles::udaf`]), compiled in.
+/// The tier SQL over `deduped` and `labels` (needs [`quantiles::udaf`]), compiled in.
 pub const ROLLUP_SQL: &str = include_str!("../../../sql/datafusion/rollup.sql");
 
 const HOUR_MS: i64 = 3_600_000;
@@ -118,7 +117,7 @@ fn range_sql(sql: &str, from_ms: i64, to_ms: i64) -> String {
         .replace("{to_ms}", &to_ms.to_string())
 }
 
-/// The SQL of one tier (over `deduped`).
+/// The SQL of one tier (over `deduped` and `labels`).
 pub fn tier_sql(tier: Tier) -> String {
     ROLLUP_SQL.replace("{step_ms}", &tier.step_ms().to_string())
 }
@@ -182,6 +181,7 @@ pub async fn recompute_with_progress(
     drop(read);
     let dedup_took = started.elapsed() - read_took;
     let labels = first_row_per_series(&ctx, &labels_sql(from_ms, to_ms)).await?;
+    ctx.register_table("labels", Arc::new(labels))?;
     let labels_took = started.elapsed() - read_took - dedup_took;
     tracing::info!(
         ?read_took,
@@ -197,16 +197,17 @@ pub async fn recompute_with_progress(
         let t = std::time::Instant::now();
         let df = ctx.sql(&tier_sql(tier)).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let stats: Vec<RecordBatch> = df
+        let mut batches: Vec<RecordBatch> = df
             .collect()
             .await?
             .iter()
             .filter(|b| b.num_rows() > 0)
             .map(compact)
             .collect::<Result<_, _>>()?;
-        // An empty range still replaces what was there, and records its coverage.
-        let batches = [rows::assemble(&schema, &stats, &labels)?];
-        drop(stats);
+        if batches.is_empty() {
+            // An empty range still replaces what was there, and records its coverage.
+            batches.push(RecordBatch::new_empty(schema));
+        }
         let query_took = t.elapsed();
         progress(Phase::Commit(tier));
         let t = std::time::Instant::now();
@@ -241,12 +242,12 @@ fn compact(b: &RecordBatch) -> Result<RecordBatch, RecomputeError> {
     Ok(arrow::compute::take_record_batch(b, &all)?)
 }
 
-/// Runs `sql` (series_id first) and keeps the first row of each series_id, in one batch. Done
+/// Runs `sql` (series_id first) and keeps the first row of each series_id, as a table. Done
 /// here rather than with `first_value(tags)` in SQL, which aggregates maps row by row.
 async fn first_row_per_series(
     ctx: &SessionContext,
     sql: &str,
-) -> Result<RecordBatch, RecomputeError> {
+) -> Result<datafusion::datasource::MemTable, RecomputeError> {
     use arrow::array::{AsArray, UInt32Array};
     use futures::StreamExt;
     let df = ctx.sql(sql).await?;
@@ -269,7 +270,10 @@ async fn first_row_per_series(
             )?);
         }
     }
-    Ok(arrow::compute::concat_batches(&schema, &kept)?)
+    Ok(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![kept],
+    )?)
 }
 
 #[cfg(test)]
