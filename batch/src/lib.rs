@@ -7,8 +7,10 @@
 //! `rollup_1m` / `rollup_1h`; [`coverage`] reads from the Delta logs which hours that covers and
 //! which changed since. [`serve`] runs what [`schedule`] plans and what [`jobs`] holds (requests
 //! from the CLI and the serving API). [`sql`] is the read-only SQL session over all three tables.
+//! [`cluster`] runs recomputes on an Apache DataFusion Ballista cluster instead of in process.
 
 pub mod archive;
+pub mod cluster;
 pub mod coverage;
 pub mod import;
 pub mod jobs;
@@ -33,6 +35,9 @@ pub enum Error {
     /// The job queue could not be opened.
     #[error("jobs: {0}")]
     Jobs(#[from] crate::jobs::JobError),
+    /// A Ballista scheduler or executor could not start or stopped with an error.
+    #[error("ballista: {0}")]
+    Cluster(#[from] ballista_core::error::BallistaError),
     /// Metrics registration failed (a bug: two metrics of one name).
     #[error("telemetry: {0}")]
     Telemetry(#[from] prometheus::Error),

@@ -62,6 +62,12 @@ enum Command {
     /// Show what the batch views cover: covered hours, the time boundary, and dirty hours (changed
     /// since their last recompute).
     Status,
+    /// Run an Apache DataFusion Ballista scheduler or executor with Strata's functions and the
+    /// lake's object stores, for `batch.engine = "ballista"`.
+    Ballista {
+        #[command(subcommand)]
+        role: BallistaRole,
+    },
     /// Run read-only SQL over the lake (tables: events). Without QUERY, read statements ending
     /// in `;` from standard input (an interactive prompt on a terminal).
     Sql {
@@ -77,6 +83,15 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum BallistaRole {
+    /// The scheduler: recomputes send their plans here, executors register here (listens on
+    /// `batch.ballista_scheduler`'s port).
+    Scheduler(strata_batch::cluster::scheduler::SchedulerArgs),
+    /// An executor: runs tasks of the scheduler at `batch.ballista_scheduler`.
+    Executor(strata_batch::cluster::executor::ExecutorArgs),
 }
 
 /// RFC 3339 or Unix milliseconds.
@@ -161,6 +176,27 @@ async fn main() -> ExitCode {
     let result = match args.command {
         Command::Archive => strata_batch::service::run_archive(cfg, stop).await,
         Command::Serve => strata_batch::serve::run_serve(cfg, stop).await,
+        Command::Ballista { role } => {
+            let run = async {
+                match role {
+                    BallistaRole::Scheduler(a) => {
+                        strata_batch::cluster::scheduler::run(&cfg, &a).await
+                    }
+                    BallistaRole::Executor(a) => {
+                        strata_batch::cluster::executor::run(&cfg, &a).await
+                    }
+                }
+            };
+            // Ballista's processes stop with the future; the signal handler above took SIGTERM.
+            tokio::select! {
+                r = run => r,
+                _ = async {
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                } => Ok(()),
+            }
+        }
         Command::Jobs => {
             let jobs = match JobQueue::open(&cfg) {
                 Ok(q) => q.list().await,

@@ -15,12 +15,14 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTableError;
+use strata_shared::config::Engine;
 use strata_shared::Config;
 
 use crate::archive::writer::{open_table, EVENTS_TABLE};
 
 pub mod commit;
 mod dedup;
+pub mod on_cluster;
 pub mod quantiles;
 
 /// The range's events with their Kafka positions ([`dedup`] keeps each event_id once; the
@@ -84,6 +86,10 @@ pub enum RecomputeError {
     /// The query's rows could not be assembled (a bug, or a changed SQL file).
     #[error("assembling rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The Ballista cluster could not compute the recompute (`batch.engine = "ballista"`):
+    /// after its attempts, or for a reason that would not pass.
+    #[error("ballista: {0}")]
+    Cluster(String),
 }
 
 /// What a recompute did.
@@ -168,11 +174,58 @@ pub async fn recompute_with_progress(
         Err(e) => return Err(e.into()),
     }
     let archive_version = events.version().ok_or(RecomputeError::NoArchive)? as i64;
+    progress(Phase::Dedup);
+    let computed = match cfg.batch.engine {
+        Engine::Embedded => embedded_tiers(&events, from_ms, to_ms, &mut progress).await?,
+        Engine::Ballista => {
+            let files = on_cluster::range_files(&events, from_ms, to_ms)?;
+            if files.is_empty() {
+                // Nothing to send: the (empty) answer, with its columns, is had here.
+                embedded_tiers(&events, from_ms, to_ms, &mut progress).await?
+            } else {
+                on_cluster::tiers(cfg, &files, from_ms, to_ms, &mut progress).await?
+            }
+        }
+    };
+    drop(events);
+
+    let mut rows = [0usize; 2];
+    let mut skipped: [Vec<i64>; 2] = Default::default();
+    for (i, (tier, batches)) in Tier::ALL.into_iter().zip(computed).enumerate() {
+        progress(Phase::Commit(tier));
+        let t = std::time::Instant::now();
+        let done =
+            commit::commit_tier(cfg, tier, (from_ms, to_ms), archive_version, &batches).await?;
+        rows[i] = done.rows;
+        skipped[i] = done.skipped;
+        tracing::info!(
+            table = tier.table(),
+            rows = rows[i],
+            skipped_hours = skipped[i].len(),
+            commit_took = ?t.elapsed(),
+            "tier committed"
+        );
+    }
+    Ok(Report {
+        from_ms,
+        to_ms,
+        archive_version,
+        rows,
+        skipped,
+    })
+}
+
+/// Both tiers of `[from_ms, to_ms)` computed in this process, in [`Tier::ALL`] order.
+async fn embedded_tiers(
+    events: &deltalake::DeltaTable,
+    from_ms: i64,
+    to_ms: i64,
+    progress: &mut impl FnMut(Phase),
+) -> Result<[Vec<RecordBatch>; 2], RecomputeError> {
     let ctx = SessionContext::new();
     ctx.register_udaf(quantiles::udaf());
     events.update_datafusion_session(&ctx.state())?;
     ctx.register_table(EVENTS_TABLE, events.table_provider().await?)?;
-    progress(Phase::Dedup);
     let started = std::time::Instant::now();
     let read = ctx.sql(&dedup_sql(from_ms, to_ms)).await?.collect().await?;
     let read_took = started.elapsed();
@@ -189,49 +242,35 @@ pub async fn recompute_with_progress(
         ?labels_took,
         "read and deduplicated the range"
     );
-
-    let mut rows = [0usize; 2];
-    let mut skipped: [Vec<i64>; 2] = Default::default();
+    let mut out: [Vec<RecordBatch>; 2] = Default::default();
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
         progress(Phase::Query(tier));
         let t = std::time::Instant::now();
         let df = ctx.sql(&tier_sql(tier)).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let mut batches: Vec<RecordBatch> = df
+        let batches: Vec<RecordBatch> = df
             .collect()
             .await?
             .iter()
             .filter(|b| b.num_rows() > 0)
             .map(compact)
             .collect::<Result<_, _>>()?;
-        if batches.is_empty() {
-            // An empty range still replaces what was there, and records its coverage.
-            batches.push(RecordBatch::new_empty(schema));
-        }
-        let query_took = t.elapsed();
-        progress(Phase::Commit(tier));
-        let t = std::time::Instant::now();
-        let done =
-            commit::commit_tier(cfg, tier, (from_ms, to_ms), archive_version, &batches).await?;
-        rows[i] = done.rows;
-        skipped[i] = done.skipped;
-        let commit_took = t.elapsed();
-        tracing::info!(
-            table = tier.table(),
-            rows = rows[i],
-            skipped_hours = skipped[i].len(),
-            ?query_took,
-            ?commit_took,
-            "tier recomputed"
-        );
+        out[i] = non_empty(batches, schema);
+        tracing::info!(table = tier.table(), query_took = ?t.elapsed(), "tier computed");
     }
-    Ok(Report {
-        from_ms,
-        to_ms,
-        archive_version,
-        rows,
-        skipped,
-    })
+    Ok(out)
+}
+
+/// `batches`, or one empty batch of `schema` when there are none: an empty range still
+/// replaces what was there, and records its coverage.
+fn non_empty(
+    mut batches: Vec<RecordBatch>,
+    schema: arrow::datatypes::SchemaRef,
+) -> Vec<RecordBatch> {
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    batches
 }
 
 /// `b` with arrays of its own: the aggregate's columns arrive as slices of one array holding

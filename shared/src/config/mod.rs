@@ -228,65 +228,6 @@ impl Default for SpeedConfig {
     }
 }
 
-/// `[batch]`: the batch layer — the Delta Lake archive and recomputes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BatchConfig {
-    /// Kafka consumer group of the archiver.
-    pub archive_group_id: String,
-    /// Longest time a consumed event waits before it is committed to the archive. Each commit
-    /// writes at least one Parquet file per event date, so longer means fewer, larger files.
-    #[serde(with = "humantime_serde")]
-    pub archive_flush_interval: Duration,
-    /// Commit once this many events are pending.
-    pub archive_max_batch_events: usize,
-    /// Address of the archiver's `/metrics`, `/healthz` and `/readyz`.
-    pub listen: String,
-    /// When `strata-batch serve` recomputes on its own: a cron expression with seconds
-    /// (`sec min hour day-of-month month day-of-week`), in UTC.
-    pub schedule: String,
-    /// How many of the most recent closed hours each scheduled run makes sure are recomputed
-    /// (besides every dirty hour).
-    pub schedule_closed_hours: u32,
-    /// How long after its end an hour counts as closed (time for late events to arrive).
-    #[serde(with = "humantime_serde")]
-    pub schedule_grace: Duration,
-    /// How often `strata-batch serve` compacts the archive's small files (0s: never).
-    #[serde(with = "humantime_serde")]
-    pub compact_interval: Duration,
-    /// How often `strata-batch serve` looks for queued recompute jobs.
-    #[serde(with = "humantime_serde")]
-    pub job_poll_interval: Duration,
-    /// Finished jobs older than this are removed from the queue.
-    #[serde(with = "humantime_serde")]
-    pub jobs_retention: Duration,
-    /// Longest wait of a requested recompute (API, CLI) for the archive to hold what the broker
-    /// had acknowledged when it was asked for; past it, it computes anyway and says so.
-    #[serde(with = "humantime_serde")]
-    pub recompute_wait: Duration,
-    /// Address of the `strata-batch serve` `/metrics`, `/healthz` and `/readyz`.
-    pub serve_listen: String,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            archive_group_id: "strata-archive".into(),
-            archive_flush_interval: Duration::from_secs(5),
-            archive_max_batch_events: 500_000,
-            listen: "127.0.0.1:9102".into(),
-            schedule: "0 */5 * * * *".into(),
-            schedule_closed_hours: 2,
-            schedule_grace: Duration::from_secs(120),
-            compact_interval: Duration::from_secs(3600),
-            job_poll_interval: Duration::from_secs(1),
-            jobs_retention: Duration::from_secs(7 * 86_400),
-            recompute_wait: Duration::from_secs(120),
-            serve_listen: "127.0.0.1:9103".into(),
-        }
-    }
-}
-
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -522,68 +463,7 @@ impl Config {
                 format!("{:?} must be ip:port", sp.listen),
             ));
         }
-        let b = &self.batch;
-        if b.archive_group_id.is_empty() {
-            return Err(ConfigError::key(
-                "batch.archive_group_id",
-                "must not be empty",
-            ));
-        }
-        if b.archive_flush_interval < Duration::from_millis(100)
-            || b.archive_flush_interval > Duration::from_secs(3600)
-        {
-            return Err(ConfigError::key(
-                "batch.archive_flush_interval",
-                "must be between 100ms and 1h",
-            ));
-        }
-        if !(1..=10_000_000).contains(&b.archive_max_batch_events) {
-            return Err(ConfigError::key(
-                "batch.archive_max_batch_events",
-                "must be between 1 and 10000000",
-            ));
-        }
-        for (key, addr) in [
-            ("batch.listen", &b.listen),
-            ("batch.serve_listen", &b.serve_listen),
-        ] {
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                return Err(ConfigError::key(key, format!("{addr:?} must be ip:port")));
-            }
-        }
-        if let Err(e) = b.schedule.parse::<cron::Schedule>() {
-            return Err(ConfigError::key(
-                "batch.schedule",
-                format!(
-                    "{:?} is not a cron expression with seconds (e.g. \"0 */5 * * * *\"): {e}",
-                    b.schedule
-                ),
-            ));
-        }
-        if !(1..=24 * 31).contains(&b.schedule_closed_hours) {
-            return Err(ConfigError::key(
-                "batch.schedule_closed_hours",
-                "must be between 1 and 744",
-            ));
-        }
-        if b.schedule_grace > Duration::from_secs(86_400) {
-            return Err(ConfigError::key(
-                "batch.schedule_grace",
-                "must be at most 1d",
-            ));
-        }
-        if b.jobs_retention < Duration::from_secs(60) {
-            return Err(ConfigError::key(
-                "batch.jobs_retention",
-                "must be at least 1m",
-            ));
-        }
-        if b.job_poll_interval < Duration::from_millis(100) {
-            return Err(ConfigError::key(
-                "batch.job_poll_interval",
-                "must be at least 100ms",
-            ));
-        }
+        self.batch.validate()?;
         self.serving.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return Err(ConfigError::key(
@@ -611,7 +491,9 @@ fn is_topic_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
+mod batch;
 mod serving;
+pub use batch::{BatchConfig, Engine};
 pub use serving::ServingConfig;
 
 #[cfg(test)]
