@@ -5,6 +5,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 STACK := infra/stack.sh
 SERVICES := infra/services.sh
+# `make run BALLISTA=1` / `make demo BALLISTA=1`: recomputes on a local Ballista cluster.
+ifdef BALLISTA
+export STRATA__BATCH__ENGINE := ballista
+endif
 
 .PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql
 

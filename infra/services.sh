@@ -8,6 +8,9 @@
 #
 # Logs go to $STRATA_HOME/logs/<service>.log, pids to $STRATA_HOME/run/<service>.pid.
 # Services join SERVICES as their layer lands: each entry is "name:binary args...".
+# With STRATA__BATCH__ENGINE=ballista (`make run BALLISTA=1`, `make demo BALLISTA=1`), recomputes
+# run on an Apache DataFusion Ballista cluster on loopback: a scheduler (:50050) and two executors
+# (Flight :50061 and :50071), started before the batch service.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,13 +26,24 @@ SERVICES=(
   "serving:strata-serving"
 )
 
+CLUSTER=(
+  "ballista-scheduler:strata-batch ballista scheduler"
+  "ballista-executor-1:strata-batch ballista executor --port 50061 --grpc-port 50062 --work-dir $STRATA_HOME/ballista/1"
+  "ballista-executor-2:strata-batch ballista executor --port 50071 --grpc-port 50072 --work-dir $STRATA_HOME/ballista/2"
+)
+ALL=("${CLUSTER[@]}" "${SERVICES[@]}")
+if [ "${STRATA__BATCH__ENGINE:-embedded}" = ballista ]; then
+  mkdir -p "$STRATA_HOME/ballista/1" "$STRATA_HOME/ballista/2"
+  SERVICES=("${CLUSTER[@]}" "${SERVICES[@]}")
+fi
+
 log() { printf '[services] %s\n' "$*" >&2; }
 
 # The binary a service runs.
 binary_of() {
   local s
   [ "$1" = gen ] && { echo strata-gen; return; }
-  for s in "${SERVICES[@]}"; do
+  for s in "${ALL[@]}"; do
     [ "${s%%:*}" = "$1" ] && { s=${s#*:}; echo "${s%% *}"; return; }
   done
 }
@@ -90,9 +104,10 @@ case "${1:-}" in
     done ;;
   stop)
     halt gen
-    for s in "${SERVICES[@]}"; do halt "${s%%:*}"; done ;;
+    # The batch service before the cluster it sends work to.
+    for s in "${SERVICES[@]}" "${CLUSTER[@]}"; do halt "${s%%:*}"; done ;;
   status)
-    for s in gen "${SERVICES[@]}"; do
+    for s in gen "${ALL[@]}"; do
       n=${s%%:*}
       if alive "$n"; then echo "$n running (pid $(cat "$RUN/$n.pid"))"; else echo "$n stopped"; fi
     done ;;

@@ -13,8 +13,15 @@
 //!    Parquet files; its query time (not Python's start-up) is compared, and both answers are
 //!    compared row by row.
 //!
+//! 6. ballista: the same recompute on an Apache DataFusion Ballista cluster of this machine (a
+//!    scheduler and two executors of two task slots, `strata-batch ballista`, release build),
+//!    from the same files; its answer is compared with DuckDB's too. Two executors on the same
+//!    two cores cannot be faster than the embedded engine: this shows what the cluster costs
+//!    (plans sent, shuffles written and fetched, results returned over Arrow Flight).
+//!
 //! Last line: `batch-bench: archive_eps=N raw_eps=N vs_raw=R recompute_s=N duckdb_s=N
-//! vs_duckdb=R equal=true` (archive_eps: the local-folder lake).
+//! vs_duckdb=R equal=true ballista_s=N` (archive_eps: the local-folder lake; equal: both the
+//! embedded and the Ballista answers equal DuckDB's).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -87,10 +94,10 @@ async fn main() {
         (0.0, 0.0)
     };
 
-    let (recompute_s, duckdb_s, equal) = recompute_vs_duckdb(recompute_events).await;
+    let (recompute_s, duckdb_s, ballista_s, equal) = recompute_vs_duckdb(recompute_events).await;
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     println!(
-        "batch-bench: archive_eps={local_eps:.0} raw_eps={raw_eps:.0} vs_raw={:.2} recompute_s={recompute_s:.1} duckdb_s={duckdb_s:.1} vs_duckdb={:.2} equal={equal}",
+        "batch-bench: archive_eps={local_eps:.0} raw_eps={raw_eps:.0} vs_raw={:.2} recompute_s={recompute_s:.1} duckdb_s={duckdb_s:.1} vs_duckdb={:.2} equal={equal} ballista_s={ballista_s:.1}",
         ratio(local_eps, raw_eps),
         ratio(recompute_s, duckdb_s)
     );
@@ -160,8 +167,9 @@ fn archive(cfg: &Config, lake: &str, events: u64, name: &str) -> f64 {
 }
 
 /// Writes `n` events over 24 h to a fresh local archive, recomputes them, runs DuckDB over the
-/// same files, and compares: (recompute seconds, DuckDB seconds, equal).
-async fn recompute_vs_duckdb(n: u64) -> (f64, f64, bool) {
+/// same files, recomputes them again on a local Ballista cluster, and compares: (recompute
+/// seconds, DuckDB seconds, Ballista seconds, both equal DuckDB's answer).
+async fn recompute_vs_duckdb(n: u64) -> (f64, f64, f64, bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.lake.url = dir.path().join("lake").display().to_string();
@@ -254,15 +262,47 @@ async fn recompute_vs_duckdb(n: u64) -> (f64, f64, bool) {
         .expect("DuckDB prints duckdb_s=");
     eprintln!("DuckDB: {duckdb_s:.1}s");
 
+    let mut equal = same_as_duckdb(&cfg, &out, "embedded").await;
+
+    // The same recompute on a Ballista cluster on this machine.
+    let cluster = strata_testkit::LocalBallista::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_strata-batch")),
+        2,
+        2,
+        20,
+        &[],
+    );
+    cfg.batch.engine = strata_shared::config::Engine::Ballista;
+    cfg.batch.ballista_scheduler = cluster.address.clone();
+    strata_batch::cluster::wait_until_ready(&cfg, Duration::from_secs(60))
+        .await
+        .expect("the Ballista cluster runs a query");
+    tokio::time::sleep(Duration::from_secs(3)).await; // both executors registered
+    let t = Instant::now();
+    let report = recompute_with_progress(&cfg, from, to, None, |_| {})
+        .await
+        .expect("recompute on Ballista");
+    let ballista_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "ballista: {} rollup_1m rows, {} rollup_1h rows in {ballista_s:.1}s",
+        report.rows[0], report.rows[1]
+    );
+    equal &= same_as_duckdb(&cfg, &out, "ballista").await;
+    drop(cluster);
+    (recompute_s, duckdb_s, ballista_s, equal)
+}
+
+/// Whether both tiers equal DuckDB's answer (in `out`), saying which rows differ if not.
+async fn same_as_duckdb(cfg: &Config, out: &std::path::Path, engine: &str) -> bool {
     let mut equal = true;
     for (tier, name) in [(Tier::Minute, "1m"), (Tier::Hour, "1h")] {
-        let diff = compare(&cfg, tier, &out.join(format!("{name}.parquet"))).await;
+        let diff = compare(cfg, tier, &out.join(format!("{name}.parquet"))).await;
         if diff != 0 {
-            eprintln!("{name}: {diff} rows differ between Strata and DuckDB");
+            eprintln!("{name}: {diff} rows differ between Strata ({engine}) and DuckDB");
             equal = false;
         }
     }
-    (recompute_s, duckdb_s, equal)
+    equal
 }
 
 /// Rows that differ between a rollup table and DuckDB's answer (a full outer join on the key;

@@ -6,7 +6,6 @@
 //! touching another's. Needs `make up` (SeaweedFS).
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -18,7 +17,7 @@ use strata_shared::config::{Engine, Secret};
 use strata_shared::Config;
 use strata_testkit::gen::truth::hour_start;
 use strata_testkit::gen::{Format, Generator, Spec};
-use strata_testkit::kit::{free_port, Proc};
+use strata_testkit::LocalBallista;
 
 /// A configuration whose lake is a fresh prefix of the stack's S3 bucket.
 fn s3_lake() -> Config {
@@ -34,81 +33,31 @@ fn s3_lake() -> Config {
     cfg
 }
 
-/// A scheduler and two executors of this test's own.
-struct Cluster {
-    scheduler: Proc,
-    executors: Vec<Proc>,
-}
-
-impl Cluster {
-    /// Starts the processes and sets `cfg` to send recomputes to them; returns once a query
-    /// has run on the cluster.
-    async fn start(cfg: &mut Config) -> Cluster {
-        let port = free_port();
-        cfg.batch.engine = Engine::Ballista;
-        cfg.batch.ballista_scheduler = format!("df://127.0.0.1:{port}");
-        cfg.batch.ballista_job_timeout = Duration::from_secs(300);
-        let spawn = |args: &[String]| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata-batch"));
-            cmd.arg("ballista")
-                .args(args)
-                .env(
-                    "STRATA__BATCH__BALLISTA_SCHEDULER",
-                    &cfg.batch.ballista_scheduler,
-                )
-                .env("STRATA__S3__ENDPOINT", cfg.s3.endpoint.as_deref().unwrap())
-                .env("STRATA__S3__ALLOW_HTTP", "true")
-                .env("STRATA__S3__ACCESS_KEY_ID", "minioadmin")
-                .env("STRATA__S3__SECRET_ACCESS_KEY", "minioadmin")
-                .env("STRATA__TELEMETRY__LOG_LEVEL", "warn")
-                .stdout(Stdio::null());
-            Proc(cmd.spawn().expect("start strata-batch ballista"))
-        };
-        let scheduler = spawn(&[
-            "scheduler".into(),
-            "--executor-timeout-secs".into(),
-            "6".into(),
-        ]);
-        let executors = (0..2)
-            .map(|_| {
-                spawn(&[
-                    "executor".into(),
-                    "--port".into(),
-                    free_port().to_string(),
-                    "--grpc-port".into(),
-                    free_port().to_string(),
-                    "--vcores".into(),
-                    "2".into(),
-                    "--heartbeat-secs".into(),
-                    "1".into(),
-                ])
-            })
-            .collect();
-        let cluster = Cluster {
-            scheduler,
-            executors,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let ok = async {
-                let ctx: SessionContext = strata_batch::cluster::remote_context(cfg).await?;
-                ctx.sql("SELECT 1").await?.collect().await
-            };
-            match tokio::time::timeout(Duration::from_secs(20), ok).await {
-                Ok(Ok(_)) => break,
-                other => {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the Ballista cluster never ran a query: {other:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-        // Both executors have registered after a few heartbeats.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        cluster
-    }
+/// Starts a scheduler and two executors of this test's own (an executor counts as lost after
+/// 6 s without a heartbeat) and points `cfg` at them; returns once a query has run there.
+async fn start_cluster(cfg: &mut Config) -> LocalBallista {
+    let endpoint = cfg.s3.endpoint.clone().unwrap();
+    let cluster = LocalBallista::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_strata-batch")),
+        2,
+        2,
+        6,
+        &[
+            ("STRATA__S3__ENDPOINT", &endpoint),
+            ("STRATA__S3__ALLOW_HTTP", "true"),
+            ("STRATA__S3__ACCESS_KEY_ID", "minioadmin"),
+            ("STRATA__S3__SECRET_ACCESS_KEY", "minioadmin"),
+        ],
+    );
+    cfg.batch.engine = Engine::Ballista;
+    cfg.batch.ballista_scheduler = cluster.address.clone();
+    cfg.batch.ballista_job_timeout = Duration::from_secs(300);
+    strata_batch::cluster::wait_until_ready(cfg, Duration::from_secs(90))
+        .await
+        .expect("the Ballista cluster runs a query");
+    // Both executors have registered after a few heartbeats.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster
 }
 
 /// Archives `n` generated events (late ones and duplicates among them) in three Kafka
@@ -215,7 +164,7 @@ async fn the_same_range_on_ballista_gives_identical_rows() {
     ];
     assert!(embedded.rows[0] > 1_000, "{embedded:?}");
 
-    let _cluster = Cluster::start(&mut cfg).await;
+    let _cluster = start_cluster(&mut cfg).await;
     let on_cluster = recompute(&cfg, from, to).await.unwrap();
     assert_eq!(on_cluster.archive_version, embedded.archive_version);
     assert_eq!(on_cluster.rows, embedded.rows);
@@ -244,7 +193,7 @@ async fn an_executor_killed_mid_job_never_leaves_a_partial_commit() {
         table_version(&cfg, Tier::Hour).await,
     ];
 
-    let mut cluster = Cluster::start(&mut cfg).await;
+    let mut cluster = start_cluster(&mut cfg).await;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let job = {
         let cfg = cfg.clone();

@@ -70,3 +70,27 @@ pub async fn remote_context(cfg: &Config) -> Result<SessionContext> {
     }
     Ok(ctx)
 }
+
+/// Waits until the cluster at `batch.ballista_scheduler` has run a query (so a scheduler
+/// answers and at least one executor has registered), for at most `within`.
+pub async fn wait_until_ready(cfg: &Config, within: std::time::Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let attempt = async {
+            let ctx = remote_context(cfg).await?;
+            ctx.sql("SELECT 1").await?.collect().await
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, attempt).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => {
+                return Err(datafusion::error::DataFusionError::Execution(format!(
+                    "the Ballista cluster at {} ran no query within {within:?}",
+                    cfg.batch.ballista_scheduler
+                )))
+            }
+            Ok(Err(_)) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
+        }
+    }
+}

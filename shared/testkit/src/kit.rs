@@ -322,3 +322,65 @@ mod tests {
         assert_eq!(sum_samples(PAGE, "a"), None);
     }
 }
+
+/// A Ballista cluster of a test's or benchmark's own on loopback: `strata-batch ballista
+/// scheduler` and executors, on free ports, killed when dropped.
+pub struct LocalBallista {
+    /// The scheduler process.
+    pub scheduler: Proc,
+    /// The executor processes.
+    pub executors: Vec<Proc>,
+    /// The scheduler's address for `batch.ballista_scheduler` (`df://127.0.0.1:PORT`).
+    pub address: String,
+}
+
+impl LocalBallista {
+    /// Starts a scheduler (executors count as lost after `executor_timeout_secs` without a
+    /// heartbeat) and `executors` executors (a heartbeat a second, `vcores` tasks at once) of the
+    /// `strata-batch` binary `bin`, each with the environment `env` (the lake's `STRATA__S3__*`).
+    /// Returns at once: the caller waits until the cluster answers.
+    pub fn start(
+        bin: &Path,
+        executors: usize,
+        vcores: usize,
+        executor_timeout_secs: u64,
+        env: &[(&str, &str)],
+    ) -> LocalBallista {
+        let address = format!("df://127.0.0.1:{}", free_port());
+        let spawn = |args: &[String]| {
+            let mut cmd = Command::new(bin);
+            cmd.arg("ballista")
+                .args(args)
+                .env("STRATA__BATCH__BALLISTA_SCHEDULER", &address)
+                .env("STRATA__TELEMETRY__LOG_LEVEL", "warn")
+                .envs(env.iter().copied())
+                .stdout(std::process::Stdio::null());
+            Proc(cmd.spawn().expect("start strata-batch ballista"))
+        };
+        let scheduler = spawn(&[
+            "scheduler".into(),
+            "--executor-timeout-secs".into(),
+            executor_timeout_secs.to_string(),
+        ]);
+        let executors = (0..executors)
+            .map(|_| {
+                spawn(&[
+                    "executor".into(),
+                    "--port".into(),
+                    free_port().to_string(),
+                    "--grpc-port".into(),
+                    free_port().to_string(),
+                    "--vcores".into(),
+                    vcores.to_string(),
+                    "--heartbeat-secs".into(),
+                    "1".into(),
+                ])
+            })
+            .collect();
+        LocalBallista {
+            scheduler,
+            executors,
+            address,
+        }
+    }
+}
