@@ -299,30 +299,6 @@ pub fn venv_python(
     serde_json::from_slice(&out.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::sum_samples;
-
-    const PAGE: &str = "# HELP a_total x\n# TYPE a_total counter\n\
-        a_total{result=\"ok\",service=\"speed\"} 3\n\
-        a_total{result=\"retry\",service=\"speed\"} 2\n\
-        a_total_more{result=\"ok\"} 100\n\
-        b 7\n";
-
-    #[test]
-    fn samples_are_picked_by_name_and_labels() {
-        assert_eq!(sum_samples(PAGE, "a_total"), Some(5.0));
-        assert_eq!(sum_samples(PAGE, "a_total{result=\"retry\""), Some(2.0));
-        assert_eq!(
-            sum_samples(PAGE, "a_total{service=\"speed\",result=\"ok\"}"),
-            Some(3.0)
-        );
-        assert_eq!(sum_samples(PAGE, "a_total{result=\"gone\"}"), None);
-        assert_eq!(sum_samples(PAGE, "b"), Some(7.0));
-        assert_eq!(sum_samples(PAGE, "a"), None);
-    }
-}
-
 /// A Ballista cluster of a test's or benchmark's own on loopback: `strata-batch ballista
 /// scheduler` and executors, on free ports, killed when dropped.
 pub struct LocalBallista {
@@ -382,5 +358,29 @@ impl LocalBallista {
             executors,
             address,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum_samples;
+
+    const PAGE: &str = "# HELP a_total x\n# TYPE a_total counter\n\
+        a_total{result=\"ok\",service=\"speed\"} 3\n\
+        a_total{result=\"retry\",service=\"speed\"} 2\n\
+        a_total_more{result=\"ok\"} 100\n\
+        b 7\n";
+
+    #[test]
+    fn samples_are_picked_by_name_and_labels() {
+        assert_eq!(sum_samples(PAGE, "a_total"), Some(5.0));
+        assert_eq!(sum_samples(PAGE, "a_total{result=\"retry\""), Some(2.0));
+        assert_eq!(
+            sum_samples(PAGE, "a_total{service=\"speed\",result=\"ok\"}"),
+            Some(3.0)
+        );
+        assert_eq!(sum_samples(PAGE, "a_total{result=\"gone\"}"), None);
+        assert_eq!(sum_samples(PAGE, "b"), Some(7.0));
+        assert_eq!(sum_samples(PAGE, "a"), None);
     }
 }
