@@ -19,6 +19,8 @@
 //!    two cores cannot be faster than the embedded engine: this shows what the cluster costs
 //!    (plans sent, shuffles written and fetched, results returned over Arrow Flight).
 //!
+//! `BENCH_BALLISTA=0` leaves step 6 out (`ballista_s=0.0`).
+//!
 //! Last line: `batch-bench: archive_eps=N raw_eps=N vs_raw=R recompute_s=N duckdb_s=N
 //! vs_duckdb=R equal=true ballista_s=N` (archive_eps: the local-folder lake; equal: both the
 //! embedded and the Ballista answers equal DuckDB's).
@@ -263,6 +265,9 @@ async fn recompute_vs_duckdb(n: u64) -> (f64, f64, f64, bool) {
     eprintln!("DuckDB: {duckdb_s:.1}s");
 
     let mut equal = same_as_duckdb(&cfg, &out, "embedded").await;
+    if env_u64("BENCH_BALLISTA", 1) == 0 {
+        return (recompute_s, duckdb_s, 0.0, equal);
+    }
 
     // The same recompute on a Ballista cluster on this machine.
     let cluster = strata_testkit::LocalBallista::start(

@@ -251,10 +251,9 @@ async fn embedded_tiers(
         let batches: Vec<RecordBatch> = df
             .collect()
             .await?
-            .iter()
+            .into_iter()
             .filter(|b| b.num_rows() > 0)
-            .map(compact)
-            .collect::<Result<_, _>>()?;
+            .collect();
         out[i] = non_empty(batches, schema);
         tracing::info!(table = tier.table(), query_took = ?t.elapsed(), "tier computed");
     }
@@ -271,14 +270,6 @@ fn non_empty(
         batches.push(RecordBatch::new_empty(schema));
     }
     batches
-}
-
-/// `b` with arrays of its own: the aggregate's columns arrive as slices of one array holding
-/// every bucket of the tier, and each slice would otherwise carry (and make later copies size
-/// for) the whole of it.
-fn compact(b: &RecordBatch) -> Result<RecordBatch, RecomputeError> {
-    let all = arrow::array::UInt32Array::from_iter_values(0..b.num_rows() as u32);
-    Ok(arrow::compute::take_record_batch(b, &all)?)
 }
 
 /// Runs `sql` (series_id first) and keeps the first row of each series_id, as a table. Done

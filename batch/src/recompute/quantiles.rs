@@ -10,7 +10,8 @@
 //! one global sort, and one pass replaces the separate sketch query.
 //!
 //! DataFusion runs it as a [`GroupsAccumulator`] (every group of a hash aggregation in one
-//! object); the intermediate state between aggregation phases is the group's values as a list,
+//! object, its values kept as (group, value) pairs and grouped by a counting sort when emitted:
+//! a day's 7.16M minute buckets would otherwise be 7.16M small allocations); the intermediate state between aggregation phases is the group's values as a list,
 //! so the same function works in a plan split across partitions or machines.
 
 use std::sync::Arc;
@@ -127,15 +128,67 @@ fn values_list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
 }
 
-/// The values of every group, by group index.
+/// The values of every group: (group, value) pairs in arrival order, grouped only when emitted
+/// (a counting sort by group), so that millions of small groups cost no allocation each.
 #[derive(Debug, Default)]
 struct Groups {
-    values: Vec<Vec<f64>>,
+    groups: Vec<u32>,
+    values: Vec<f64>,
+    /// Groups so far (some may have no value: every row filtered out).
+    count: usize,
 }
 
 impl Groups {
+    fn grow(&mut self, total_num_groups: usize) -> Result<()> {
+        if total_num_groups > u32::MAX as usize {
+            return Err(datafusion::error::DataFusionError::Execution(format!(
+                "{NAME}: more than {} groups",
+                u32::MAX
+            )));
+        }
+        self.count = self.count.max(total_num_groups);
+        Ok(())
+    }
+
     fn push(&mut self, group: usize, v: f64) {
-        self.values[group].push(v);
+        self.groups.push(group as u32);
+        self.values.push(v);
+    }
+
+    /// The values of the first `n` groups (all for [`EmitTo::All`]), grouped — group `g`'s
+    /// values at `flat[offsets[g]..offsets[g + 1]]` — and removed; the later groups move down
+    /// by `n`.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<f64>, Vec<usize>) {
+        let n = match emit_to {
+            EmitTo::All => self.count,
+            EmitTo::First(n) => n.min(self.count),
+        };
+        let mut offsets = vec![0usize; n + 1];
+        for &g in &self.groups {
+            if (g as usize) < n {
+                offsets[g as usize + 1] += 1;
+            }
+        }
+        for g in 0..n {
+            offsets[g + 1] += offsets[g];
+        }
+        let mut next = offsets.clone();
+        let mut flat = vec![0.0; offsets[n]];
+        let (mut kept_groups, mut kept_values) = (Vec::new(), Vec::new());
+        for (&g, &v) in self.groups.iter().zip(&self.values) {
+            let g = g as usize;
+            if g < n {
+                flat[next[g]] = v;
+                next[g] += 1;
+            } else {
+                kept_groups.push((g - n) as u32);
+                kept_values.push(v);
+            }
+        }
+        self.groups = kept_groups;
+        self.values = kept_values;
+        self.count -= n;
+        (flat, offsets)
     }
 }
 
@@ -147,15 +200,14 @@ impl GroupsAccumulator for Groups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.values.resize_with(total_num_groups, Vec::new);
+        self.grow(total_num_groups)?;
         let input = values[0].as_primitive::<Float64Type>();
         let keep = |row: usize| {
             input.is_valid(row) && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
         };
         if input.null_count() == 0 && opt_filter.is_none() {
-            for (&g, &v) in group_indices.iter().zip(input.values()) {
-                self.push(g, v);
-            }
+            self.groups.extend(group_indices.iter().map(|&g| g as u32));
+            self.values.extend_from_slice(input.values());
         } else {
             for (row, &g) in group_indices.iter().enumerate() {
                 if keep(row) {
@@ -172,7 +224,7 @@ impl GroupsAccumulator for Groups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.values.resize_with(total_num_groups, Vec::new);
+        self.grow(total_num_groups)?;
         let lists = values[0].as_list::<i32>();
         let inner = lists.values().as_primitive::<Float64Type>();
         let offsets = lists.value_offsets();
@@ -191,23 +243,20 @@ impl GroupsAccumulator for Groups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let mut groups = emit_to.take_needed(&mut self.values);
-        let mut out = Output::with_capacity(groups.len());
-        for values in &mut groups {
-            out.append(values);
+        let (mut flat, offsets) = self.take(emit_to);
+        let mut out = Output::with_capacity(offsets.len() - 1);
+        for w in offsets.windows(2) {
+            out.append(&mut flat[w[0]..w[1]]);
         }
         Ok(Arc::new(out.finish()))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = emit_to.take_needed(&mut self.values);
-        let mut offsets = Vec::with_capacity(groups.len() + 1);
-        offsets.push(0i32);
-        let mut flat = Vec::with_capacity(groups.iter().map(Vec::len).sum());
-        for values in groups {
-            flat.extend_from_slice(&values);
-            offsets.push(list_offset(flat.len())?);
-        }
+        let (flat, offsets) = self.take(emit_to);
+        let offsets = offsets
+            .into_iter()
+            .map(list_offset)
+            .collect::<Result<Vec<i32>>>()?;
         Ok(vec![Arc::new(ListArray::new(
             Arc::new(Field::new_list_field(DataType::Float64, true)),
             OffsetBuffer::new(ScalarBuffer::from(offsets)),
@@ -241,8 +290,8 @@ impl GroupsAccumulator for Groups {
     }
 
     fn size(&self) -> usize {
-        // O(1) as DataFusion asks: every group holds at least one value, so the values dominate.
-        self.values.capacity() * (std::mem::size_of::<Vec<f64>>() + 2 * std::mem::size_of::<f64>())
+        self.groups.capacity() * std::mem::size_of::<u32>()
+            + self.values.capacity() * std::mem::size_of::<f64>()
     }
 }
 
