@@ -1,6 +1,8 @@
 -- Exact rollups of the archive for one tier, over one time range (DataFusion SQL).
 --
--- Reads `deduped` (the range's events, each event_id once: dedup.sql) and `labels` (labels.sql).
+-- Reads `deduped` (the range's events, each event_id once: dedup.sql). Each row's labels
+-- (metric_name, source, tags, from labels.sql) are attached by the commit once the rows are in
+-- their final order (batch/src/recompute/rows.rs), not joined here.
 -- Placeholders, filled by strata-batch (integers only, never text from a user):
 --   {step_ms}  bucket width in ms (60000 for rollup_1m, 3600000 for rollup_1h)
 --
@@ -25,8 +27,8 @@ WITH grouped AS (
     GROUP BY series_id, timestamp_ms - (timestamp_ms % {step_ms})
 )
 SELECT
-    g.series_id, g.start_ms, l.metric_name, l.source, l.tags, g.count, g.sum, g.min, g.max,
-    g.q['p50'] AS p50, g.q['p90'] AS p90, g.q['p95'] AS p95, g.q['p99'] AS p99,
-    g.q['sketch_keys'] AS sketch_keys, g.q['sketch_counts'] AS sketch_counts,
-    to_char(to_timestamp_millis(g.start_ms), '%Y-%m-%d') AS event_date
-FROM grouped g JOIN labels l ON g.series_id = l.series_id
+    series_id, start_ms, count, sum, min, max,
+    q['p50'] AS p50, q['p90'] AS p90, q['p95'] AS p95, q['p99'] AS p99,
+    q['sketch_keys'] AS sketch_keys, q['sketch_counts'] AS sketch_counts,
+    to_char(to_timestamp_millis(start_ms), '%Y-%m-%d') AS event_date
+FROM grouped

@@ -2,8 +2,9 @@
 //! tables `rollup_1m` and `rollup_1h`.
 //!
 //! `sql/datafusion/dedup.sql` and `labels.sql` read the range of `events` once into memory
-//! (duplicates removed by event_id in [`dedup`]); per tier, `rollup.sql` computes the exact statistics and
-//! the mergeable sketch (with the aggregate [`quantiles`], one sort per bucket); each tier's result
+//! (duplicates removed by event_id in [`dedup`]); per tier, `rollup.sql` computes the exact
+//! statistics and the mergeable sketch (with the aggregate [`quantiles`], one sort per bucket);
+//! [`rows`] sorts each tier's rows and attaches their series' labels; each tier's result
 //! replaces that range of its table in ONE Delta commit ([`commit`]: `replace_where` on
 //! `start_ms`), so readers never see half a recompute — unless a recompute from a newer archive
 //! version already wrote an hour, which is then left alone. The commit records what it covers —
@@ -19,18 +20,21 @@ use strata_shared::config::Engine;
 use strata_shared::Config;
 
 use crate::archive::writer::{open_table, EVENTS_TABLE};
+use rows::TierRows;
 
 pub mod commit;
 mod dedup;
 pub mod on_cluster;
 pub mod quantiles;
+pub mod rows;
 
 /// The range's events with their Kafka positions ([`dedup`] keeps each event_id once; the
 /// result becomes the in-memory table `deduped`), compiled in.
 pub const DEDUP_SQL: &str = include_str!("../../../sql/datafusion/dedup.sql");
-/// The labels of the range's series (becomes the in-memory table `labels`), compiled in.
+/// The labels of the range's series (one row per series kept: attached to the rows by
+/// [`rows`]), compiled in.
 pub const LABELS_SQL: &str = include_str!("../../../sql/datafusion/labels.sql");
-/// The tier SQL over `deduped` and `labels` (needs [`quantiles::udaf`]), compiled in.
+/// The tier SQL over `deduped` (needs [`quantiles::udaf`]), compiled in.
 pub const ROLLUP_SQL: &str = include_str!("../../../sql/datafusion/rollup.sql");
 
 const HOUR_MS: i64 = 3_600_000;
@@ -123,7 +127,7 @@ fn range_sql(sql: &str, from_ms: i64, to_ms: i64) -> String {
         .replace("{to_ms}", &to_ms.to_string())
 }
 
-/// The SQL of one tier (over `deduped` and `labels`).
+/// The SQL of one tier (over `deduped`).
 pub fn tier_sql(tier: Tier) -> String {
     ROLLUP_SQL.replace("{step_ms}", &tier.step_ms().to_string())
 }
@@ -188,14 +192,22 @@ pub async fn recompute_with_progress(
         }
     };
     drop(events);
+    let Computed {
+        tiers: computed,
+        labels,
+    } = computed;
 
     let mut rows = [0usize; 2];
     let mut skipped: [Vec<i64>; 2] = Default::default();
     for (i, (tier, batches)) in Tier::ALL.into_iter().zip(computed).enumerate() {
         progress(Phase::Commit(tier));
         let t = std::time::Instant::now();
+        let tier_rows = TierRows::Unlabelled {
+            rows: &batches,
+            labels: &labels,
+        };
         let done =
-            commit::commit_tier(cfg, tier, (from_ms, to_ms), archive_version, &batches).await?;
+            commit::commit_tier(cfg, tier, (from_ms, to_ms), archive_version, &tier_rows).await?;
         rows[i] = done.rows;
         skipped[i] = done.skipped;
         tracing::info!(
@@ -215,13 +227,21 @@ pub async fn recompute_with_progress(
     })
 }
 
-/// Both tiers of `[from_ms, to_ms)` computed in this process, in [`Tier::ALL`] order.
+/// What a recompute's queries computed, before the commit.
+pub struct Computed {
+    /// Each tier's rows without their labels (`rollup.sql`), in [`Tier::ALL`] order.
+    pub tiers: [Vec<RecordBatch>; 2],
+    /// One row per series of the range: `series_id` and [`rows::LABEL_COLUMNS`].
+    pub labels: RecordBatch,
+}
+
+/// Both tiers of `[from_ms, to_ms)` and the range's labels, computed in this process.
 async fn embedded_tiers(
     events: &deltalake::DeltaTable,
     from_ms: i64,
     to_ms: i64,
     progress: &mut impl FnMut(Phase),
-) -> Result<[Vec<RecordBatch>; 2], RecomputeError> {
+) -> Result<Computed, RecomputeError> {
     let ctx = SessionContext::new();
     ctx.register_udaf(quantiles::udaf());
     events.update_datafusion_session(&ctx.state())?;
@@ -234,7 +254,6 @@ async fn embedded_tiers(
     drop(read);
     let dedup_took = started.elapsed() - read_took;
     let labels = first_row_per_series(&ctx, &labels_sql(from_ms, to_ms)).await?;
-    ctx.register_table("labels", Arc::new(labels))?;
     let labels_took = started.elapsed() - read_took - dedup_took;
     tracing::info!(
         ?read_took,
@@ -257,7 +276,7 @@ async fn embedded_tiers(
         out[i] = non_empty(batches, schema);
         tracing::info!(table = tier.table(), query_took = ?t.elapsed(), "tier computed");
     }
-    Ok(out)
+    Ok(Computed { tiers: out, labels })
 }
 
 /// `batches`, or one empty batch of `schema` when there are none: an empty range still
@@ -272,12 +291,12 @@ fn non_empty(
     batches
 }
 
-/// Runs `sql` (series_id first) and keeps the first row of each series_id, as a table. Done
+/// Runs `sql` (series_id first) and keeps the first row of each series_id, in one batch. Done
 /// here rather than with `first_value(tags)` in SQL, which aggregates maps row by row.
 async fn first_row_per_series(
     ctx: &SessionContext,
     sql: &str,
-) -> Result<datafusion::datasource::MemTable, RecomputeError> {
+) -> Result<RecordBatch, RecomputeError> {
     use arrow::array::{AsArray, UInt32Array};
     use futures::StreamExt;
     let df = ctx.sql(sql).await?;
@@ -300,10 +319,7 @@ async fn first_row_per_series(
             )?);
         }
     }
-    Ok(datafusion::datasource::MemTable::try_new(
-        schema,
-        vec![kept],
-    )?)
+    Ok(arrow::compute::concat_batches(&schema, &kept)?)
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! delta-io/delta-rs#4171, so the cluster gets the exact file list of that version, nothing
 //! listed from the folder) → the table `events` on the client's Ballista session → the views
 //! `deduped` and `labels` (`dedup_on_cluster.sql`, `labels_on_cluster.sql`: the rules of
-//! [`super::dedup`] and `first_row_per_series`, as SQL the cluster can split) → each tier's
-//! `rollup.sql`, one Ballista job per tier, whose rows come back here to be committed.
+//! [`super::dedup`] and `first_row_per_series`, as SQL the cluster can split) → one Ballista job
+//! for the labels (a row per series) and one per tier's `rollup.sql`, whose rows come back here
+//! to be labelled and committed.
 //!
 //! A job that fails for a reason that may pass (a lost executor, an unreachable scheduler, a
 //! timeout) is run again, up to `batch.ballista_attempts`, both tiers from the start; nothing
@@ -25,7 +26,7 @@ use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use strata_shared::Config;
 
-use super::{dedup_sql, labels_sql, tier_sql, Phase, RecomputeError, Tier};
+use super::{dedup_sql, labels_sql, tier_sql, Computed, Phase, RecomputeError, Tier};
 use crate::archive::schema::{event_date, PARTITION_COLUMN};
 
 /// `deduped` on the cluster, over the filled `dedup.sql` (`{range}`), compiled in.
@@ -134,15 +135,15 @@ fn may_pass(e: &DataFusionError) -> bool {
     )
 }
 
-/// Both tiers of `[from_ms, to_ms)` computed on the cluster from `files`, in [`Tier::ALL`]
-/// order; `progress` is called as each query starts.
+/// Both tiers of `[from_ms, to_ms)` and the range's labels, computed on the cluster from
+/// `files`; `progress` is called as each tier's query starts.
 pub async fn tiers(
     cfg: &Config,
     files: &[String],
     from_ms: i64,
     to_ms: i64,
     progress: &mut impl FnMut(Phase),
-) -> Result<[Vec<RecordBatch>; 2], RecomputeError> {
+) -> Result<Computed, RecomputeError> {
     let attempts = cfg.batch.ballista_attempts.max(1);
     let mut backoff = Duration::from_secs(1);
     for attempt in 1..=attempts {
@@ -152,6 +153,7 @@ pub async fn tiers(
                 let retry = match &e {
                     Attempt::Query(q) => may_pass(q),
                     Attempt::TimedOut(..) => true,
+                    Attempt::Arrow(_) => false,
                 };
                 let e = e.to_string();
                 if !retry || attempt == attempts {
@@ -173,6 +175,8 @@ pub async fn tiers(
 enum Attempt {
     #[error("{0}")]
     Query(#[from] DataFusionError),
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
     #[error("{0:?} passed (batch.ballista_job_timeout) before {1} came back")]
     TimedOut(Duration, &'static str),
 }
@@ -192,23 +196,30 @@ async fn attempt_tiers(
     from_ms: i64,
     to_ms: i64,
     progress: &mut impl FnMut(Phase),
-) -> Result<[Vec<RecordBatch>; 2], Attempt> {
+) -> Result<Computed, Attempt> {
     let ctx = crate::cluster::remote_context(cfg).await?;
     register_range(&ctx, files, from_ms, to_ms).await?;
+    let timeout = cfg.batch.ballista_job_timeout;
+    let df = ctx.sql("SELECT * FROM labels").await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let labels = tokio::time::timeout(timeout, df.collect())
+        .await
+        .map_err(|_| Attempt::TimedOut(timeout, "the labels"))??;
+    let labels = arrow::compute::concat_batches(&schema, &labels)?;
     let mut out: [Vec<RecordBatch>; 2] = Default::default();
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
         progress(Phase::Query(tier));
         let t = std::time::Instant::now();
         let df = ctx.sql(&tier_sql(tier)).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = tokio::time::timeout(cfg.batch.ballista_job_timeout, df.collect())
+        let batches = tokio::time::timeout(timeout, df.collect())
             .await
-            .map_err(|_| Attempt::TimedOut(cfg.batch.ballista_job_timeout, tier.table()))??;
+            .map_err(|_| Attempt::TimedOut(timeout, tier.table()))??;
         let batches = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         out[i] = super::non_empty(batches, schema);
         tracing::info!(table = tier.table(), took = ?t.elapsed(), "tier computed on the cluster");
     }
-    Ok(out)
+    Ok(Computed { tiers: out, labels })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use arrow::datatypes::{Field, Schema};
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::commit::commit_tier;
+use strata_batch::recompute::rows::TierRows;
 use strata_batch::recompute::{recompute, Tier};
 use strata_shared::sketch::{key, value_of};
 use strata_shared::{Config, MetricEvent};
@@ -233,7 +234,8 @@ pub async fn write_views(cfg: &Config, families: &[Family], from: i64, to: i64) 
             for f in families {
                 all.push(rows(std::slice::from_ref(f), tier, day, day + DAY));
             }
-            let done = commit_tier(cfg, tier, (day, day + DAY), real.archive_version, &all)
+            let rows = TierRows::Labelled(&all);
+            let done = commit_tier(cfg, tier, (day, day + DAY), real.archive_version, &rows)
                 .await
                 .unwrap();
             match tier {
@@ -260,7 +262,9 @@ pub async fn write_views_hours(cfg: &Config, families: &[Family], from: i64, to:
             .iter()
             .map(|f| rows(std::slice::from_ref(f), tier, from, to))
             .collect();
-        commit_tier(cfg, tier, (from, to), 0, &all).await.unwrap();
+        commit_tier(cfg, tier, (from, to), 0, &TierRows::Labelled(&all))
+            .await
+            .unwrap();
     }
 }
 
