@@ -232,6 +232,16 @@ async fn recompute_vs_duckdb(n: u64) -> (f64, f64, f64, bool) {
         "recompute: {} rollup_1m rows, {} rollup_1h rows in {recompute_s:.1}s",
         report.rows[0], report.rows[1]
     );
+    let mut minute = open_table(&cfg, Tier::Minute.table()).await.unwrap();
+    minute.load().await.unwrap();
+    let bytes: i64 = minute
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .into_iter()
+        .map(|f| f.size())
+        .sum();
+    eprintln!("rollup_1m: {:.1} MB of Parquet", bytes as f64 / 1e6);
 
     // DuckDB over the very same Parquet files.
     let mut events = open_table(&cfg, "events").await.unwrap();

@@ -18,6 +18,7 @@
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::Transaction;
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTableError;
 
@@ -121,9 +122,7 @@ pub async fn commit_tier(
                     .map(|h| Transaction::new(hour_app_id(*h), archive_version))
                     .collect(),
             );
-        let writer = WriterProperties::builder()
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+        let writer = writer_properties();
         let mut write = table
             .write(vec![rows])
             .with_partition_columns(["event_date"])
@@ -163,6 +162,37 @@ pub async fn commit_tier(
     }
 }
 
+/// Columns whose values hardly repeat (the statistics and the sketch keys, floats and wide
+/// integers): written without a dictionary, which would hash every value to find none to share.
+/// The label columns, ids, bucket starts, counts and sketch counts repeat and keep theirs.
+/// (A list's values are `list.element` or `list.item` by who made the list's schema.)
+pub const NO_DICTIONARY: [&str; 9] = [
+    "sum",
+    "min",
+    "max",
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+    "sketch_keys.list.element",
+    "sketch_keys.list.item",
+];
+
+/// How the tier's Parquet files are written: row groups of [`ROW_GROUP_ROWS`], no dictionary
+/// for [`NO_DICTIONARY`].
+fn writer_properties() -> WriterProperties {
+    let mut b = WriterProperties::builder().set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for c in NO_DICTIONARY {
+        b = b.set_column_dictionary_enabled(column_path(c), false);
+    }
+    b.build()
+}
+
+/// `a.b.c` as a Parquet column path.
+fn column_path(dotted: &str) -> ColumnPath {
+    ColumnPath::new(dotted.split('.').map(str::to_owned).collect())
+}
+
 fn is_conflict(e: &TransactionError) -> bool {
     matches!(
         e,
@@ -190,6 +220,16 @@ fn replace_predicate(hours: &[i64]) -> String {
 mod tests {
     use super::*;
     use crate::coverage::Cover;
+
+    #[test]
+    fn statistics_are_written_without_a_dictionary_labels_with_one() {
+        let p = writer_properties();
+        assert!(!p.dictionary_enabled(&column_path("p99")));
+        assert!(!p.dictionary_enabled(&column_path("sketch_keys.list.item")));
+        assert!(p.dictionary_enabled(&column_path("metric_name")));
+        assert!(p.dictionary_enabled(&column_path("tags.key_value.value")));
+        assert_eq!(p.max_row_group_row_count(), Some(ROW_GROUP_ROWS));
+    }
 
     #[test]
     fn a_newer_recompute_keeps_its_hours() {
