@@ -15,6 +15,7 @@
 //! enough for a reader of one metric and hour to skip the rest by their statistics (page indexes
 //! are on: the Parquet writer's default) — the unit the serving layer reads.
 
+use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::kernel::Transaction;
 use deltalake::parquet::file::properties::WriterProperties;
@@ -23,6 +24,13 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTableError;
 
 use strata_shared::Config;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::LogicalPlanBuilder;
 
 use super::rows::TierRows;
 use super::{RecomputeError, Tier, HOUR_MS};
@@ -104,6 +112,7 @@ pub async fn commit_tier(
         let started = std::time::Instant::now();
         let rows = rows.sorted(&written)?;
         let n = rows.num_rows();
+        let schema = rows.schema_ref();
         tracing::debug!(took = ?started.elapsed(), rows = n, "rows sorted for the commit");
         let info = RecomputeInfo {
             from_ms,
@@ -123,11 +132,28 @@ pub async fn commit_tier(
                     .collect(),
             );
         let writer = writer_properties();
-        let mut write = table
-            .write(vec![rows])
-            .with_partition_columns(["event_date"])
-            .with_writer_properties(writer)
-            .with_commit_properties(props);
+        // The rows reach the writer a row group at a time, in order: one partition, and a
+        // session of one target partition so that nothing repartitions them.
+        let mut write = if n == 0 {
+            table.write(vec![RecordBatch::new_empty(schema)])
+        } else {
+            let source = StreamingTable::try_new(schema, vec![Arc::new(rows)])?;
+            let plan =
+                LogicalPlanBuilder::scan("rows", provider_as_source(Arc::new(source)), None)?
+                    .build()?;
+            let one_partition = std::collections::HashMap::from([(
+                "datafusion.execution.target_partitions".to_owned(),
+                "1".to_owned(),
+            )]);
+            let session = DeltaSessionContext::new_with_session_overrides(&one_partition)?.state();
+            table
+                .write(Vec::new())
+                .with_input_plan(plan)
+                .with_session_state(Arc::new(session))
+        }
+        .with_partition_columns(["event_date"])
+        .with_writer_properties(writer)
+        .with_commit_properties(props);
         write = if exists {
             write
                 .with_save_mode(SaveMode::Overwrite)

@@ -34,7 +34,10 @@ fn rows_are_sorted_by_metric_hour_series_and_start() {
         .unwrap()
     };
     let all_hours = [-h, 0, h];
-    let sorted = sorted_rows(&[batch(&rows[..2]), batch(&rows[2..])], &all_hours).unwrap();
+    let sorted = sorted_rows(&[batch(&rows[..2]), batch(&rows[2..])], &all_hours)
+        .unwrap()
+        .to_batch()
+        .unwrap();
     let got: Vec<(String, i64, i64)> = (0..sorted.num_rows())
         .map(|i| {
             (
@@ -77,10 +80,13 @@ fn only_the_written_hours_rows_are_kept() {
         ],
     )
     .unwrap();
-    let kept = sorted_rows(std::slice::from_ref(&rows), &[0, 2 * h]).unwrap();
+    let kept = sorted_rows(std::slice::from_ref(&rows), &[0, 2 * h])
+        .unwrap()
+        .to_batch()
+        .unwrap();
     let starts = kept.column(1).as_primitive::<Int64Type>();
     assert_eq!(starts.values().to_vec(), vec![0, 2 * h, 2 * h + 1]);
-    let none = sorted_rows(&[rows], &[5 * h]).unwrap();
+    let none = sorted_rows(&[rows], &[5 * h]).unwrap().to_batch().unwrap();
     assert_eq!(none.num_rows(), 0);
 }
 
@@ -127,7 +133,14 @@ fn labels_are_attached_in_the_order_of_their_metric() {
         rows: &batches,
         labels: &labels,
     };
-    let out = all.sorted(&[0, h]).unwrap();
+    let out = all.sorted(&[0, h]).unwrap().to_batch().unwrap();
+    // Built a chunk at a time, the same rows.
+    let sorted = all.sorted(&[0, h]).unwrap();
+    let parts = [sorted.chunk(0..2).unwrap(), sorted.chunk(2..5).unwrap()];
+    assert_eq!(
+        arrow::compute::concat_batches(&out.schema(), &parts).unwrap(),
+        out
+    );
     let schema = out.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(
