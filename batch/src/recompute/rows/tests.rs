@@ -178,3 +178,37 @@ fn labels_are_attached_in_the_order_of_their_metric() {
     .unwrap_err();
     assert!(e.to_string().contains("no labels"), "{e}");
 }
+
+/// The packed order equals the order of the key tuples, and so does the fallback.
+#[test]
+fn packed_keys_sort_as_the_tuples_do() {
+    let h = HOUR_MS;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for big_rank in [false, true] {
+        // A (series, start) is one row, as in a tier; few series and hours, so that the
+        // leading fields tie often.
+        let mut seen = std::collections::HashSet::new();
+        let keys: Vec<Key> = (0..5_000u32)
+            .map(|i| {
+                let hour = (next() % 50) as i64 - 25;
+                let start = hour * h + (next() % 60) as i64 * 60_000;
+                let series = next() % 7 | 1 << 63;
+                let rank = (series % 4) as u32 + if big_rank { 1 << 16 } else { 0 };
+                (rank, hour, series, start, i % 3, i, i)
+            })
+            .filter(|k| seen.insert((k.2, k.3)))
+            .collect();
+        let mut want = keys.clone();
+        want.sort_unstable();
+        let want: Vec<u32> = want.iter().map(|k| k.6).collect();
+        let (_, got) = order(keys);
+        let wrong = got.iter().zip(&want).filter(|(g, w)| g != w).count();
+        assert_eq!((got.len(), wrong), (want.len(), 0), "big ranks: {big_rank}");
+    }
+}
