@@ -315,8 +315,8 @@ async fn main() -> ExitCode {
                 let (step, msg) = match p {
                     Phase::Dedup => (0, "reading the archive, removing duplicates".to_owned()),
                     Phase::Query(Tier::Minute) => (1, "computing rollup_1m".into()),
-                    Phase::Commit(Tier::Minute) => (2, "committing rollup_1m".into()),
-                    Phase::Query(Tier::Hour) => (3, "computing rollup_1h".into()),
+                    Phase::Query(Tier::Hour) => (2, "computing rollup_1h".into()),
+                    Phase::Commit(Tier::Minute) => (3, "committing rollup_1m".into()),
                     Phase::Commit(Tier::Hour) => (4, "committing rollup_1h".into()),
                 };
                 bar.set_position(step);

@@ -132,7 +132,8 @@ pub fn tier_sql(tier: Tier) -> String {
     ROLLUP_SQL.replace("{step_ms}", &tier.step_ms().to_string())
 }
 
-/// A step of a recompute, reported as it starts (for progress bars).
+/// A step of a recompute, reported as it starts (for progress bars), in this order: `Dedup`,
+/// each tier's `Query`, each tier's `Commit` (nothing is committed before both are computed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Reading the range's events and removing duplicates.

@@ -221,7 +221,7 @@ fn sorted_rows(batches: &[RecordBatch], hours: &[i64]) -> Result<SortedRows, Rec
         let series = order_keys(&column(batch, "series_id")?)?;
         let start = cast(&column(batch, "start_ms")?, &DataType::Int64)?;
         let start = start.as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
+        for (i, &series) in series.iter().enumerate() {
             let t = start.value(i);
             let hour = t.div_euclid(HOUR_MS);
             if wanted.contains(&hour) {
@@ -230,7 +230,7 @@ fn sorted_rows(batches: &[RecordBatch], hours: &[i64]) -> Result<SortedRows, Rec
                 } else {
                     ""
                 };
-                keys.push((rank[name], hour, series[i], t, b as u32, i as u32, 0));
+                keys.push((rank[name], hour, series, t, b as u32, i as u32, 0));
             }
         }
     }
@@ -279,19 +279,19 @@ fn labelled_sorted_rows(
         let series = order_keys(&column(batch, "series_id")?)?;
         let start = cast(&column(batch, "start_ms")?, &DataType::Int64)?;
         let start = start.as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
+        for (i, &series) in series.iter().enumerate() {
             let t = start.value(i);
             let hour = t.div_euclid(HOUR_MS);
             if !wanted.contains(&hour) {
                 continue;
             }
-            let l = *label_row.get(&series[i]).ok_or_else(|| {
-                RecomputeError::Range(format!("series {} has rows but no labels", series[i]))
+            let l = *label_row.get(&series).ok_or_else(|| {
+                RecomputeError::Range(format!("series {series} has rows but no labels"))
             })?;
             keys.push((
                 label_rank[l as usize],
                 hour,
-                series[i],
+                series,
                 t,
                 b as u32,
                 i as u32,

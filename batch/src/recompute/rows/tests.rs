@@ -198,7 +198,7 @@ fn packed_keys_sort_as_the_tuples_do() {
             .map(|i| {
                 let hour = (next() % 50) as i64 - 25;
                 let start = hour * h + (next() % 60) as i64 * 60_000;
-                let series = next() % 7 | 1 << 63;
+                let series = (next() % 7) | (1 << 63);
                 let rank = (series % 4) as u32 + if big_rank { 1 << 16 } else { 0 };
                 (rank, hour, series, start, i % 3, i, i)
             })
