@@ -251,3 +251,32 @@ async fn an_executor_killed_mid_job_never_leaves_a_partial_commit() {
     }
     drop(cluster.scheduler);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_scheduler_fails_cleanly_after_its_attempts_and_commits_nothing() {
+    let mut cfg = s3_lake();
+    let (from, to) = archive_events(&cfg, 5_000, 3).await;
+    recompute(&cfg, from, to).await.unwrap();
+    let versions = [
+        table_version(&cfg, Tier::Minute).await,
+        table_version(&cfg, Tier::Hour).await,
+    ];
+    // Nobody listens there.
+    cfg.batch.engine = Engine::Ballista;
+    cfg.batch.ballista_scheduler = format!("df://127.0.0.1:{}", strata_testkit::free_port());
+    cfg.batch.ballista_attempts = 2;
+    cfg.batch.ballista_job_timeout = Duration::from_secs(20);
+    let e = recompute(&cfg, from, to).await.unwrap_err().to_string();
+    assert!(
+        e.contains("ballista") && e.contains("attempt 2 of 2"),
+        "{e}"
+    );
+    for (i, tier) in Tier::ALL.into_iter().enumerate() {
+        assert_eq!(
+            table_version(&cfg, tier).await,
+            versions[i],
+            "{}: nothing committed",
+            tier.table()
+        );
+    }
+}
