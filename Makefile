@@ -51,10 +51,10 @@ test: up ## start the stack, then build and run the whole test suite
 # (a `-p` build unifies features differently and rebuilds DataFusion and the rest).
 e2e: up ## only the end-to-end tests (the whole pipeline; part of make test)
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --test e2e --test grafana_panels --test current_clickhouse --test services_script
+	$(CARGO) test --workspace --test integration -- e2e:: grafana_panels:: current_clickhouse:: services_script::
 
 fuzz: up ## schemathesis, the PromQL fuzz and the security tests against strata-serving (part of make test)
-	$(CARGO) test --workspace --test schemathesis --test fuzz --test security
+	$(CARGO) test --workspace --test integration -- schemathesis:: fuzz:: security::
 
 # Release build: the faults are about correctness, but a debug build's unoptimized DataFusion and
 # Parquet code keeps the scheduled recomputes busy for minutes on end and starves the broker.

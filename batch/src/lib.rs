@@ -38,6 +38,14 @@ pub enum Error {
     /// A Ballista scheduler or executor could not start or stopped with an error.
     #[error("ballista: {0}")]
     Cluster(#[from] ballista_core::error::BallistaError),
+    /// A Ballista executor's shuffle folder cannot be made.
+    #[error("ballista executor work folder {path}: {source}")]
+    WorkDir {
+        /// The folder (`--work-dir`, or a new temporary one).
+        path: String,
+        /// Why it cannot be made.
+        source: std::io::Error,
+    },
     /// Metrics registration failed (a bug: two metrics of one name).
     #[error("telemetry: {0}")]
     Telemetry(#[from] prometheus::Error),

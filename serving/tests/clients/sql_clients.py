@@ -1,5 +1,5 @@
 """SQL over the archive through clients none of us wrote: psycopg (PostgreSQL protocol) and
-ADBC's Flight SQL driver (Arrow Flight SQL). Driven by serving/tests/sql_clients.rs.
+ADBC's Flight SQL driver (Arrow Flight SQL). Driven by serving/tests/integration/sql_clients.rs.
 
 Input (stdin, JSON): {"pg_port": N, "flight_port": N, "token": str|null, "auth": "bearer"|"handshake",
                       "queries": [sql, ...], "cancel": sql|null, "tables": bool}

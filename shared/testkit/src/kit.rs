@@ -154,10 +154,8 @@ pub struct CuttableProxy {
     pub port: u16,
     up: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    open: std::sync::Arc<(
-        std::sync::atomic::AtomicUsize,
-        std::sync::atomic::AtomicUsize,
-    )>,
+    open: InFlight,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CuttableProxy {
@@ -172,6 +170,8 @@ impl CuttableProxy {
             std::sync::atomic::AtomicUsize::new(0),
         ));
         let counts = open.clone();
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if !*rx.borrow() {
@@ -181,12 +181,13 @@ impl CuttableProxy {
                 let mut rx = rx.clone();
                 let target = target.clone();
                 let counts = counts.clone();
+                let delay = delay.clone();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
                     tokio::select! {
-                        _ = relay(client, server, counts) => {}
+                        _ = relay(client, server, counts, delay) => {}
                         _ = rx.wait_for(|up| !*up) => {} // cut: both ends dropped
                     }
                 });
@@ -197,6 +198,7 @@ impl CuttableProxy {
             up,
             task,
             open,
+            delay_ms,
         })
     }
 
@@ -204,6 +206,15 @@ impl CuttableProxy {
     /// from its first byte to the end of a chunked response).
     pub fn max_in_flight(&self) -> usize {
         self.open.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Holds each answer's first bytes back this long (a slow server): requests sent together
+    /// then overlap whatever the machine's load, and requests sent one after another do not.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
     }
 
     /// Cuts (false) or restores (true) the path.
@@ -219,7 +230,13 @@ type InFlight = std::sync::Arc<(
 
 /// Copies both ways between `client` and `server`, counting requests under way: one starts
 /// with bytes from the client, and ends with the last chunk of the server's chunked answer.
-async fn relay(client: tokio::net::TcpStream, server: tokio::net::TcpStream, counts: InFlight) {
+/// Each answer's first bytes wait `delay_ms` first.
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    counts: InFlight,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     use std::sync::atomic::AtomicBool;
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -243,15 +260,24 @@ async fn relay(client: tokio::net::TcpStream, server: tokio::net::TcpStream, cou
     let down = async move {
         let mut buf = vec![0u8; 64 * 1024];
         let mut tail: Vec<u8> = Vec::new();
+        let mut answer_starts = true;
         while let Ok(n) = sr.read(&mut buf).await {
+            let delay = delay_ms.load(SeqCst);
+            if n > 0 && answer_starts && delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            answer_starts = false;
             if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
                 break;
             }
             tail.extend_from_slice(&buf[..n]);
             let keep = tail.len().saturating_sub(5);
             tail.drain(..keep);
-            if tail.ends_with(b"0\r\n\r\n") && busy.swap(false, SeqCst) {
-                counts.0.fetch_sub(1, SeqCst);
+            if tail.ends_with(b"0\r\n\r\n") {
+                answer_starts = true;
+                if busy.swap(false, SeqCst) {
+                    counts.0.fetch_sub(1, SeqCst);
+                }
             }
         }
         if busy.swap(false, SeqCst) {
@@ -299,6 +325,14 @@ pub fn venv_python(
     serde_json::from_slice(&out.stdout).map_err(|e| format!("{script} printed no JSON: {e}"))
 }
 
+/// Tests that drive a whole pipeline or load both cores for minutes take this guard first, so
+/// that no two of them overlap inside one test binary (each crate's integration tests are one
+/// binary; the harness runs two tests at a time on this machine's two cores).
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// A Ballista cluster of a test's or benchmark's own on loopback: `strata-batch ballista
 /// scheduler` and executors, on free ports, killed when dropped.
 pub struct LocalBallista {
@@ -308,6 +342,9 @@ pub struct LocalBallista {
     pub executors: Vec<Proc>,
     /// The scheduler's address for `batch.ballista_scheduler` (`df://127.0.0.1:PORT`).
     pub address: String,
+    /// The executors' shuffle folders, removed when the cluster is dropped (an executor that is
+    /// killed cannot clean its own).
+    _work: tempfile::TempDir,
 }
 
 impl LocalBallista {
@@ -338,10 +375,13 @@ impl LocalBallista {
             "--executor-timeout-secs".into(),
             executor_timeout_secs.to_string(),
         ]);
+        let work = tempfile::tempdir().expect("ballista work folder");
         let executors = (0..executors)
-            .map(|_| {
+            .map(|i| {
                 spawn(&[
                     "executor".into(),
+                    "--work-dir".into(),
+                    work.path().join(i.to_string()).display().to_string(),
                     "--port".into(),
                     free_port().to_string(),
                     "--grpc-port".into(),
@@ -357,6 +397,7 @@ impl LocalBallista {
             scheduler,
             executors,
             address,
+            _work: work,
         }
     }
 }

@@ -3,20 +3,18 @@
 //! scheduled run corrects it, queued jobs from the API/CLI run to `done` durably, and /metrics
 //! reports what happened.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use strata_batch::archive::schema::ArchivedEvent;
-use strata_batch::archive::writer::Archive;
 use strata_batch::coverage::status;
 use strata_batch::jobs::{JobQueue, JobState, Trigger};
 use strata_batch::schedule::last_closed_hour;
 use strata_shared::Config;
 use strata_testkit::gen::truth::Truth;
-use strata_testkit::gen::{Generator, Spec};
+use strata_testkit::gen::Spec;
 use strata_testkit::{free_port, scrape, Proc};
 
 const H: i64 = 3_600_000;
@@ -82,23 +80,8 @@ async fn the_schedule_recomputes_closed_and_dirty_hours_and_runs_queued_jobs() {
         ..Spec::default()
     };
     let mut truth = Truth::new(Some(spec.clone()));
-    let events: Vec<ArchivedEvent> = Generator::new(spec)
-        .take(3000)
-        .enumerate()
-        .map(|(i, m)| {
-            truth.record(&m);
-            ArchivedEvent {
-                event: m.event.unwrap(),
-                partition: 0,
-                offset: i as i64,
-            }
-        })
-        .collect();
-    let mut archive = Archive::open(&cfg).await.unwrap();
-    archive
-        .append(&events, &BTreeMap::from([(0, 2999)]))
-        .await
-        .unwrap();
+    let events = common::archived(spec, 3000, 1, |m| truth.record(m));
+    let mut archive = common::archive_all(&cfg, &events, events.len()).await;
     let unique = truth.summary().valid_unique as i64;
 
     let port = free_port();
@@ -195,23 +178,8 @@ async fn the_cli_and_the_schedule_recomputing_the_same_hours_at_once_end_exact()
         ..Spec::default()
     };
     let mut truth = Truth::new(Some(spec.clone()));
-    let events: Vec<ArchivedEvent> = Generator::new(spec)
-        .take(4000)
-        .enumerate()
-        .map(|(i, m)| {
-            truth.record(&m);
-            ArchivedEvent {
-                event: m.event.unwrap(),
-                partition: 0,
-                offset: i as i64,
-            }
-        })
-        .collect();
-    let mut archive = Archive::open(&cfg).await.unwrap();
-    archive
-        .append(&events, &BTreeMap::from([(0, 3999)]))
-        .await
-        .unwrap();
+    let events = common::archived(spec, 4000, 1, |m| truth.record(m));
+    let mut archive = common::archive_all(&cfg, &events, events.len()).await;
     let mut want: BTreeMap<i64, i64> = BTreeMap::new();
     for r in truth.rows().iter().filter(|r| r.tier == "1h") {
         *want.entry(r.start_ms).or_default() += r.stats.count as i64;

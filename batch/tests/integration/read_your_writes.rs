@@ -3,7 +3,7 @@
 //! archiver flushes only every 5 s here, so a recompute that did not wait would miss the late
 //! events sent just before it was asked for.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,6 +86,8 @@ async fn finished(queue: &JobQueue, id: &str, log: &std::path::Path) -> strata_b
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requested_recompute_includes_what_was_sent_before_it() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let (dir, mut cfg) = common::local_lake();
     let id = uuid::Uuid::new_v4().simple().to_string();
     cfg.kafka.topic = format!("strata-test-ryw-{id}");

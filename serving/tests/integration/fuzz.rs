@@ -2,7 +2,7 @@
 //! and parameters, deterministic by seed. Every answer must be a Prometheus-shaped success or a
 //! 4xx saying what is wrong — never a 5xx, a hang or a dead server.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -155,6 +155,8 @@ fn mutate(rng: &mut ChaCha8Rng, s: String) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn random_queries_never_get_a_5xx() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let fx = Fixture::new("fuzz", 2000, &[0]).await;
     let server = fx.serve(&[("STRATA__SERVING__QUERY_TIMEOUT", "10s")]).await;
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);

@@ -2,7 +2,7 @@
 //! lands in the dead-letter topic with its reason, idle partitions hold nothing back, and the
 //! cardinality guard folds excess series without losing events.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! sandbox escape the HTTP tests try is refused; the token is the password; a query past the
 //! time limit is cancelled.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! it does not parse. This test captures the writer's real request, replays it to ClickHouse cut
 //! at every chunk boundary and all along the body, and then with all its data but no end.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ const EVENTS: u64 = 200_000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_cut_anywhere_commits_nothing_and_whole_commits_once() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let env = TestEnv::new("cut").await;
     strata_speed::clickhouse::schema::migrate(&env.cfg.clickhouse)
         .await

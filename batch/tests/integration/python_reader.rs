@@ -2,17 +2,15 @@
 //! `.strata/venv` by `make setup` / `make up`) sees the same rows, versions, Kafka transaction
 //! versions and rollups as Strata. Local lake; no servers.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use strata_batch::archive::schema::ArchivedEvent;
-use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
 use strata_testkit::gen::truth::hour_start;
-use strata_testkit::gen::{Generator, Spec};
+use strata_testkit::gen::Spec;
 
 fn python() -> PathBuf {
     let home = std::env::var("STRATA_HOME")
@@ -41,28 +39,14 @@ async fn python_deltalake_reads_what_strata_wrote() {
     let (dir, cfg) = common::local_lake();
     let lake = dir.path().join("lake");
     let now = chrono::Utc::now().timestamp_millis();
-    let mut archive = Archive::open(&cfg).await.unwrap();
-    let events: Vec<ArchivedEvent> = Generator::new(Spec {
+    let spec = Spec {
         base_time_ms: now,
         duplicate_ratio: 0.05,
         seed: 9,
         ..Spec::default()
-    })
-    .take(9000)
-    .enumerate()
-    .map(|(i, m)| ArchivedEvent {
-        event: m.event.unwrap(),
-        partition: (i % 3) as i32,
-        offset: (i / 3) as i64,
-    })
-    .collect();
-    for chunk in events.chunks(3000) {
-        let mut offsets = BTreeMap::new();
-        for e in chunk {
-            offsets.insert(e.partition, e.offset);
-        }
-        archive.append(chunk, &offsets).await.unwrap();
-    }
+    };
+    let events = common::archived(spec, 9000, 3, |_| {});
+    common::archive_all(&cfg, &events, 3000).await;
     recompute(
         &cfg,
         hour_start(now - 3_600_000),
@@ -111,26 +95,13 @@ async fn compaction_keeps_rows_and_offsets_and_stays_readable() {
     let (dir, cfg) = common::local_lake();
     let lake = dir.path().join("lake");
     let now = chrono::Utc::now().timestamp_millis();
-    let mut archive = Archive::open(&cfg).await.unwrap();
-    let events: Vec<ArchivedEvent> = Generator::new(Spec {
+    let spec = Spec {
         base_time_ms: now,
         seed: 2,
         ..Spec::default()
-    })
-    .take(4000)
-    .enumerate()
-    .map(|(i, m)| ArchivedEvent {
-        event: m.event.unwrap(),
-        partition: 0,
-        offset: i as i64,
-    })
-    .collect();
-    for chunk in events.chunks(200) {
-        archive
-            .append(chunk, &BTreeMap::from([(0, chunk.last().unwrap().offset)]))
-            .await
-            .unwrap();
-    }
+    };
+    let events = common::archived(spec, 4000, 1, |_| {});
+    let mut archive = common::archive_all(&cfg, &events, 200).await;
     let c = compact(&cfg, 64 << 20).await.unwrap();
     assert!(
         c.files_removed >= 20 && c.files_added < c.files_removed,

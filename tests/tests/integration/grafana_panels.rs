@@ -81,6 +81,8 @@ fn psql_rows(p: &Pipeline, sql: &str) -> Result<Vec<String>, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_dashboard_panel_returns_data_through_promtool() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let queries = panel_queries();
     assert!(queries.len() >= 6, "{queries:?}");
     let p = Pipeline::start("grafana", &[]).await.unwrap();

@@ -2,7 +2,7 @@
 //! it survives delta-rs checkpoints and expired log files; and a recompute from an older archive
 //! version never replaces the rows of a newer one, however the commits are ordered.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use strata_batch::coverage::{coverage, status};
 use strata_batch::recompute::{recompute, recompute_with_progress, Tier};
 use strata_shared::Config;
 use strata_testkit::gen::truth::hour_start;
-use strata_testkit::gen::{Generator, Spec};
+use strata_testkit::gen::Spec;
 
 const H: i64 = 3_600_000;
 
@@ -24,15 +24,7 @@ fn events(base: i64, n: usize, seed: u64) -> Vec<ArchivedEvent> {
         seed,
         ..Spec::default()
     };
-    Generator::new(spec)
-        .take(n)
-        .enumerate()
-        .map(|(i, m)| ArchivedEvent {
-            event: m.event.unwrap(),
-            partition: 0,
-            offset: i as i64,
-        })
-        .collect()
+    common::archived(spec, n, 1, |_| {})
 }
 
 /// A late event for `hour`, archived at offset `offset`.

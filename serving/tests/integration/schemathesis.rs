@@ -3,7 +3,7 @@
 //! requests to every JSON, SQL and recompute endpoint. Every answer must be a declared status
 //! with a declared content type — never a 5xx or a timeout — and the server must still be up.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,6 +28,8 @@ fn schemathesis() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_error_in_the_json_sql_and_recompute_api() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let fx = Fixture::new("schemathesis", 3000, &[0, 1]).await;
     let server = fx
         .serve(&[
@@ -72,7 +74,7 @@ async fn schemathesis_finds_no_server_error_in_the_json_sql_and_recompute_api() 
         std::fs::read_to_string(&server.log).unwrap_or_default()
     );
     // It really tested every operation of the description.
-    let spec: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
     let operations: usize = spec["paths"]
         .as_object()
         .unwrap()

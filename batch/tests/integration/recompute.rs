@@ -2,39 +2,25 @@
 //! quantiles, per (series, minute) and per (series, hour), with duplicates removed and late events
 //! included — on a Delta archive in a local folder (no servers needed).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
-use datafusion::prelude::SessionContext;
-use strata_batch::archive::schema::ArchivedEvent;
-use strata_batch::archive::writer::{open_table, Archive};
 use strata_batch::recompute::{recompute, Tier};
 use strata_shared::sketch::Sketch;
 use strata_shared::stats::QUANTILES;
 use strata_shared::Config;
 use strata_testkit::gen::truth::{hour_start, Truth};
-use strata_testkit::gen::{Format, Generator, Spec};
-
-/// Runs `sql` over a tier's table, registered as `r`.
-async fn query_tier(cfg: &Config, tier: Tier, sql: &str) -> Vec<RecordBatch> {
-    let mut table = open_table(cfg, tier.table()).await.unwrap();
-    table.load().await.unwrap();
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state()).unwrap();
-    ctx.register_table("r", table.table_provider().await.unwrap())
-        .unwrap();
-    ctx.sql(sql).await.unwrap().collect().await.unwrap()
-}
+use strata_testkit::gen::{Format, Spec};
 
 async fn read_tier(
     cfg: &Config,
     tier: Tier,
 ) -> HashMap<(u64, i64), (i64, f64, f64, f64, [f64; 4])> {
-    let batches = query_tier(
+    let batches = common::query_tier(
         cfg,
         tier,
         "SELECT series_id, start_ms, count, sum, min, max, p50, p90, p95, p99 FROM r",
@@ -70,7 +56,7 @@ async fn read_tier(
 
 /// (series, start, count, sketch) of every rollup_1m row.
 async fn read_sketches(cfg: &Config) -> Vec<(u64, i64, u64, Sketch)> {
-    let batches = query_tier(
+    let batches = common::query_tier(
         cfg,
         Tier::Minute,
         "SELECT series_id, start_ms, count, sketch_keys, sketch_counts FROM r",
@@ -121,31 +107,8 @@ async fn recompute_equals_the_ground_truth_exactly() {
         ..Spec::default()
     };
     let mut truth = Truth::new(Some(spec.clone()));
-    let mut archive = Archive::open(&cfg).await.unwrap();
-    let mut pending = Vec::new();
-    let mut offset = 0i64;
-    for m in Generator::new(spec).take(30_000) {
-        truth.record(&m);
-        offset += 1;
-        if let Some(e) = m.event {
-            pending.push(ArchivedEvent {
-                event: e,
-                partition: (offset % 3) as i32,
-                offset,
-            });
-        }
-        if pending.len() == 10_000 {
-            archive
-                .append(&pending, &BTreeMap::from([(0, offset)]))
-                .await
-                .unwrap();
-            pending.clear();
-        }
-    }
-    archive
-        .append(&pending, &BTreeMap::from([(0, offset)]))
-        .await
-        .unwrap();
+    let events = common::archived(spec, 30_000, 3, |m| truth.record(m));
+    common::archive_all(&cfg, &events, 10_000).await;
 
     let rows = truth.rows();
     let from = rows.iter().map(|r| hour_start(r.start_ms)).min().unwrap();
@@ -217,20 +180,8 @@ async fn two_overlapping_recomputes_at_once_end_consistent() {
         ..Spec::default()
     };
     let mut truth = Truth::new(Some(spec.clone()));
-    let mut archive = Archive::open(&cfg).await.unwrap();
-    let mut events = Vec::new();
-    for (i, m) in Generator::new(spec).take(20_000).enumerate() {
-        truth.record(&m);
-        events.push(ArchivedEvent {
-            event: m.event.unwrap(),
-            partition: 0,
-            offset: i as i64,
-        });
-    }
-    archive
-        .append(&events, &BTreeMap::from([(0, 19_999)]))
-        .await
-        .unwrap();
+    let events = common::archived(spec, 20_000, 1, |m| truth.record(m));
+    common::archive_all(&cfg, &events, events.len()).await;
     let from = hour_start(base - 3 * 3_600_000);
     let to = hour_start(base) + 3_600_000;
     // A first full recompute, then two overlapping ones at the same time (one range inside the other).
@@ -263,20 +214,8 @@ async fn a_late_event_marks_its_hour_dirty_until_it_is_recomputed() {
         seed: 4,
         ..Spec::default()
     };
-    let events: Vec<ArchivedEvent> = Generator::new(spec)
-        .take(2000)
-        .enumerate()
-        .map(|(i, m)| ArchivedEvent {
-            event: m.event.unwrap(),
-            partition: 0,
-            offset: i as i64,
-        })
-        .collect();
-    let mut archive = Archive::open(&cfg).await.unwrap();
-    archive
-        .append(&events, &BTreeMap::from([(0, 1999)]))
-        .await
-        .unwrap();
+    let events = common::archived(spec, 2000, 1, |_| {});
+    let mut archive = common::archive_all(&cfg, &events, events.len()).await;
     let (from, to) = (hour_start(base) - 3_600_000, hour_start(base) + 3_600_000);
     let (_, dirty, end) = status(&cfg).await.unwrap();
     assert!(

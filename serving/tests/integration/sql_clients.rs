@@ -4,7 +4,7 @@
 //! sandbox escape is refused through both; the token is checked; the row and time limits hold;
 //! a client's cancel stops its query. The driving script is `serving/tests/clients/sql_clients.py`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

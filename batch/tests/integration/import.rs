@@ -2,7 +2,7 @@
 //! validation as the Kafka path; refusals are counted by reason with their line; the recompute
 //! then counts each event once even when a file is imported twice. Local lake, no servers.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -1,7 +1,7 @@
 //! A second instance joins the group mid-stream and the first leaves (SIGTERM): partitions move
 //! twice, and the rollups still equal the exact aggregates.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -10,6 +10,8 @@ use strata_testkit::gen::Spec;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_joining_and_a_leaving_instance_lose_and_double_nothing() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let env = TestEnv::new("rebalance").await;
     let spec = Spec {
         duplicate_ratio: 0.02,

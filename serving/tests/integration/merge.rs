@@ -3,7 +3,7 @@
 //! minima and maxima are exact everywhere; quantiles are exact where batch-covered at a stored
 //! tier's step, and within the sketch or t-digest error elsewhere.
 
-mod common;
+use crate::common;
 
 use common::{series_id, Fixture, H};
 

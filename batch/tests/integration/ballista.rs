@@ -5,18 +5,17 @@
 //! Each test starts its own cluster (on free ports), so one test may kill an executor without
 //! touching another's. Needs `make up` (SeaweedFS).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common;
+
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::prelude::SessionContext;
-use strata_batch::archive::schema::ArchivedEvent;
-use strata_batch::archive::writer::{open_table, Archive};
+use strata_batch::archive::writer::open_table;
 use strata_batch::recompute::{recompute, recompute_with_progress, Phase, Tier};
 use strata_shared::config::{Engine, Secret};
 use strata_shared::Config;
 use strata_testkit::gen::truth::hour_start;
-use strata_testkit::gen::{Format, Generator, Spec};
+use strata_testkit::gen::{Format, Spec};
 use strata_testkit::LocalBallista;
 
 /// A configuration whose lake is a fresh prefix of the stack's S3 bucket.
@@ -74,50 +73,17 @@ async fn archive_events(cfg: &Config, n: usize, seed: u64) -> (i64, i64) {
         seed,
         ..Spec::default()
     };
-    let mut archive = Archive::open(cfg).await.unwrap();
-    let (mut pending, mut offset) = (Vec::new(), 0i64);
-    let (mut from, mut to) = (i64::MAX, i64::MIN);
-    for m in Generator::new(spec).take(n) {
-        offset += 1;
-        if let Some(e) = m.event {
-            from = from.min(hour_start(e.timestamp_ms));
-            to = to.max(hour_start(e.timestamp_ms) + 3_600_000);
-            pending.push(ArchivedEvent {
-                event: e,
-                partition: (offset % 3) as i32,
-                offset,
-            });
-        }
-        if pending.len() == 20_000 {
-            archive
-                .append(&pending, &BTreeMap::from([(0, offset)]))
-                .await
-                .unwrap();
-            pending.clear();
-        }
-    }
-    archive
-        .append(&pending, &BTreeMap::from([(0, offset)]))
-        .await
-        .unwrap();
-    (from, to)
+    let events = common::archived(spec, n, 3, |_| {});
+    common::archive_all(cfg, &events, 20_000).await;
+    let hours = events.iter().map(|e| hour_start(e.event.timestamp_ms));
+    let (from, to) = (hours.clone().min(), hours.max());
+    (from.unwrap_or(0), to.map_or(0, |h| h + 3_600_000))
 }
 
 /// Every row of a tier, every column, in a fixed order, as text.
 async fn tier_rows(cfg: &Config, tier: Tier) -> Vec<String> {
-    let mut table = open_table(cfg, tier.table()).await.unwrap();
-    table.load().await.unwrap();
-    let ctx = SessionContext::new();
-    table.update_datafusion_session(&ctx.state()).unwrap();
-    ctx.register_table("r", table.table_provider().await.unwrap())
-        .unwrap();
-    let batches = ctx
-        .sql("SELECT * FROM r ORDER BY series_id, start_ms")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let batches =
+        common::query_tier(cfg, tier, "SELECT * FROM r ORDER BY series_id, start_ms").await;
     pretty_format_batches(&batches)
         .unwrap()
         .to_string()

@@ -4,7 +4,7 @@
 //! Slow queries under the writer's query-id prefix stand in for those inserts here
 //! (`SELECT sleep(…)`: ClickHouse keeps running it when the HTTP client goes away).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! demands the token, and the SQL time limit and request size limit hold. (The SQL sandbox's
 //! escapes are tested in `batch/src/sql.rs`; secrets in logs in `api.rs`.)
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -71,6 +71,8 @@ async fn range(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_load_comes_back_exact_through_both_apis() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let p = Pipeline::start("e2e", &[("STRATA__BATCH__SCHEDULE_CLOSED_HOURS", "12")])
         .await
         .unwrap();

@@ -3,7 +3,7 @@
 //! of the valid events — nothing lost, nothing counted twice. (The 1M-event version of this
 //! run is `make chaos`.)
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,8 @@ use strata_testkit::gen::{Format, Spec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_sigkills_during_a_stream_lose_nothing_and_count_nothing_twice() {
+    // Runs a whole pipeline or loads both cores: never beside another such test.
+    let _heavy = strata_testkit::heavy().await;
     let env = TestEnv::new("crash").await;
     let spec = Spec {
         format: Format::Mixed,

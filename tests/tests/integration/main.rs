@@ -1,0 +1,8 @@
+//! End-to-end tests of the whole pipeline, one test binary: each module is one subject, against
+//! the real broker, ClickHouse and S3 started by `make up` and the real Strata binaries.
+//! Run one subject with `cargo test -p strata-tests --test integration -- e2e::`.
+
+mod current_clickhouse;
+mod e2e;
+mod grafana_panels;
+mod services_script;
