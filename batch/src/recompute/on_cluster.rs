@@ -6,8 +6,9 @@
 //! listed from the folder) → the table `events` on the client's Ballista session → the views
 //! `deduped` and `labels` (`dedup_on_cluster.sql`, `labels_on_cluster.sql`: the rules of
 //! [`super::dedup`] and `first_row_per_series`, as SQL the cluster can split) → one Ballista job
-//! for the labels (a row per series) and one per tier's `rollup.sql`, whose rows come back here
-//! to be labelled and committed.
+//! for the labels (a row per series) and one for both tiers (`rollup_on_cluster.sql`: the
+//! statistics of `rollup.sql`, minute and hour grouping sets over one deduplication), whose rows
+//! come back here, are split by tier, then labelled and committed.
 //!
 //! A job that fails for a reason that may pass (a lost executor, an unreachable scheduler, a
 //! timeout) is run again, up to `batch.ballista_attempts`, both tiers from the start; nothing
@@ -34,6 +35,9 @@ pub const DEDUP_ON_CLUSTER_SQL: &str = include_str!("../../../sql/datafusion/ded
 /// `labels` on the cluster, over the filled `labels.sql` (`{range}`), compiled in.
 pub const LABELS_ON_CLUSTER_SQL: &str =
     include_str!("../../../sql/datafusion/labels_on_cluster.sql");
+/// Both tiers over `deduped` in one job, told apart by `step_ms`, compiled in.
+pub const ROLLUP_ON_CLUSTER_SQL: &str =
+    include_str!("../../../sql/datafusion/rollup_on_cluster.sql");
 
 /// The URLs of the snapshot's Parquet files whose `event_date` lies in `[from_ms, to_ms)`.
 pub fn range_files(
@@ -206,20 +210,63 @@ async fn attempt_tiers(
         .await
         .map_err(|_| Attempt::TimedOut(timeout, "the labels"))??;
     let labels = arrow::compute::concat_batches(&schema, &labels)?;
+    progress(Phase::Query(Tier::Minute));
+    let t = std::time::Instant::now();
+    let both = tokio::time::timeout(timeout, ctx.sql(ROLLUP_ON_CLUSTER_SQL).await?.collect())
+        .await
+        .map_err(|_| Attempt::TimedOut(timeout, "the tiers"))??;
+    tracing::info!(took = ?t.elapsed(), "both tiers computed on the cluster");
+    progress(Phase::Query(Tier::Hour));
     let mut out: [Vec<RecordBatch>; 2] = Default::default();
     for (i, tier) in Tier::ALL.into_iter().enumerate() {
-        progress(Phase::Query(tier));
-        let t = std::time::Instant::now();
-        let df = ctx.sql(&tier_sql(tier)).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = tokio::time::timeout(timeout, df.collect())
-            .await
-            .map_err(|_| Attempt::TimedOut(timeout, tier.table()))??;
-        let batches = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-        out[i] = super::non_empty(batches, schema);
-        tracing::info!(table = tier.table(), took = ?t.elapsed(), "tier computed on the cluster");
+        // The tier's columns as the embedded engine's `rollup.sql` gives them (planned here,
+        // not run), so that both engines commit the same schema.
+        let schema = Arc::new(ctx.sql(&tier_sql(tier)).await?.schema().as_arrow().clone());
+        out[i] = super::non_empty(split_tier(&both, tier, &schema)?, schema);
     }
     Ok(Computed { tiers: out, labels })
+}
+
+/// The rows of `tier` among `rollup_on_cluster.sql`'s (those whose `step_ms` is the tier's), as
+/// batches of `schema`: its columns, by name, in its order (`step_ms` dropped). Empty batches
+/// are left out.
+fn split_tier(
+    both: &[RecordBatch],
+    tier: Tier,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    use arrow::array::{Array, Int64Array};
+    use arrow::error::ArrowError;
+    let mut out = Vec::new();
+    for batch in both {
+        let step = batch
+            .column_by_name("step_ms")
+            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64))
+            .transpose()?
+            .ok_or_else(|| ArrowError::SchemaError("no step_ms column".into()))?;
+        let step = step
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("cast to Int64");
+        let mask = arrow::compute::kernels::cmp::eq(step, &Int64Array::new_scalar(tier.step_ms()))?;
+        let rows = arrow::compute::filter_record_batch(batch, &mask)?;
+        if rows.num_rows() == 0 {
+            continue;
+        }
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = rows.column_by_name(f.name()).ok_or_else(|| {
+                    ArrowError::SchemaError(format!("no {} column for {}", f.name(), tier.table()))
+                })?;
+                arrow::compute::cast(c, f.data_type())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
+        debug_assert!(out.last().is_some_and(|b| b.num_rows() == rows.num_rows()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -250,5 +297,85 @@ mod tests {
             assert!(filled.contains("timestamp_ms >= 0 AND timestamp_ms < 3600000"));
         }
         assert!(DEDUP_ON_CLUSTER_SQL.contains("ORDER BY kafka_partition, kafka_offset"));
+    }
+
+    /// A `rollup_on_cluster.sql`-shaped batch: step_ms first, then the tier's columns in
+    /// another order than the tier's schema.
+    fn both(steps: &[i64], starts: &[i64]) -> RecordBatch {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Schema::new(vec![
+            Field::new("step_ms", DataType::Int64, false),
+            Field::new("start_ms", DataType::Int64, true),
+            Field::new("series_id", DataType::Int64, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(steps.to_vec())),
+                Arc::new(Int64Array::from(starts.to_vec())),
+                Arc::new(Int64Array::from(vec![7; steps.len()])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_tiers_are_split_by_step_into_the_tier_schema() {
+        use arrow::array::{AsArray, Int64Array};
+        use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+        let tier_schema = Arc::new(Schema::new(vec![
+            Field::new("series_id", DataType::Int64, false),
+            Field::new("start_ms", DataType::Int64, false),
+        ]));
+        let batches = [
+            both(&[60_000, 3_600_000, 60_000], &[60_000, 0, 120_000]),
+            both(&[3_600_000], &[3_600_000]),
+        ];
+        let minute = split_tier(&batches, Tier::Minute, &tier_schema).unwrap();
+        assert_eq!(minute.len(), 1, "a batch without minute rows is left out");
+        assert_eq!(minute[0].schema(), tier_schema);
+        let starts: &Int64Array = minute[0].column(1).as_primitive::<Int64Type>();
+        assert_eq!(starts.values(), &[60_000, 120_000]);
+        let hour = split_tier(&batches, Tier::Hour, &tier_schema).unwrap();
+        let starts: Vec<i64> = hour
+            .iter()
+            .flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(starts, [0, 3_600_000]);
+
+        let missing = Arc::new(Schema::new(vec![Field::new(
+            "p50",
+            DataType::Float64,
+            true,
+        )]));
+        let e = split_tier(&batches, Tier::Hour, &missing).unwrap_err();
+        assert!(e.to_string().contains("no p50 column for rollup_1h"), "{e}");
+    }
+
+    #[test]
+    fn the_both_tiers_sql_keeps_rollup_sql_statistics() {
+        let select = |sql: &str| {
+            let tail = sql.rsplit_once("SELECT").unwrap().1.to_owned();
+            tail.split_once("FROM")
+                .unwrap()
+                .0
+                .replace(char::is_whitespace, "")
+        };
+        let (one, both) = (
+            select(super::super::ROLLUP_SQL),
+            select(ROLLUP_ON_CLUSTER_SQL),
+        );
+        for column in one
+            .split(',')
+            .filter(|c| !c.contains("event_date") && !c.contains("start_ms"))
+        {
+            assert!(
+                both.contains(column),
+                "{column} is computed on the cluster too"
+            );
+        }
+        assert!(ROLLUP_ON_CLUSTER_SQL
+            .contains("GROUPING SETS ((series_id, minute_ms), (series_id, hour_ms))"));
     }
 }
