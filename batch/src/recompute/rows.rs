@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::compute::{cast, interleave};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use arrow::error::ArrowError;
@@ -214,26 +214,15 @@ fn sorted_rows(batches: &[RecordBatch], hours: &[i64]) -> Result<SortedRows, Rec
         .map(|b| cast(&column(b, "metric_name")?, &DataType::Utf8).map_err(Into::into))
         .collect::<Result<Vec<_>, RecomputeError>>()?;
     let rank = ranks(names.iter().flat_map(|n| n.as_string::<i32>().iter()));
-    let wanted: BTreeSet<i64> = hours.iter().map(|h| h.div_euclid(HOUR_MS)).collect();
-    let mut keys: Vec<Key> = Vec::new();
-    for (b, (batch, names)) in batches.iter().zip(&names).enumerate() {
-        let names = names.as_string::<i32>();
-        let series = order_keys(&column(batch, "series_id")?)?;
-        let start = cast(&column(batch, "start_ms")?, &DataType::Int64)?;
-        let start = start.as_primitive::<Int64Type>();
-        for (i, &series) in series.iter().enumerate() {
-            let t = start.value(i);
-            let hour = t.div_euclid(HOUR_MS);
-            if wanted.contains(&hour) {
-                let name = if names.is_valid(i) {
-                    names.value(i)
-                } else {
-                    ""
-                };
-                keys.push((rank[name], hour, series, t, b as u32, i as u32, 0));
-            }
-        }
-    }
+    let names: Vec<&StringArray> = names.iter().map(|n| n.as_string::<i32>()).collect();
+    let keys = row_keys(batches, hours, |b, i, _| {
+        let name = if names[b].is_valid(i) {
+            names[b].value(i)
+        } else {
+            ""
+        };
+        Ok((rank[name], 0))
+    })?;
     let (at, _) = order(keys);
     Ok(SortedRows {
         schema,
@@ -273,6 +262,30 @@ fn labelled_sorted_rows(
             }]
         })
         .collect();
+    let keys = row_keys(batches, hours, |_, _, series| {
+        let l = *label_row.get(&series).ok_or_else(|| {
+            RecomputeError::Range(format!("series {series} has rows but no labels"))
+        })?;
+        Ok((label_rank[l as usize], l))
+    })?;
+    let (at, label_at) = order(keys);
+    Ok(SortedRows {
+        schema,
+        batches: Arc::new(batches.to_vec()),
+        labels: Some(labels.clone()),
+        at: Arc::new(at),
+        label_at: Arc::new(label_at),
+    })
+}
+
+/// The sort key of every row whose hour is one of `hours` (the others are not written):
+/// `rank_and_label(batch, row, series)` gives the row's metric-name rank and its row in the
+/// labels table (0 when the rows carry their own labels).
+fn row_keys(
+    batches: &[RecordBatch],
+    hours: &[i64],
+    mut rank_and_label: impl FnMut(usize, usize, u64) -> Result<(u32, u32), RecomputeError>,
+) -> Result<Vec<Key>, RecomputeError> {
     let wanted: BTreeSet<i64> = hours.iter().map(|h| h.div_euclid(HOUR_MS)).collect();
     let mut keys: Vec<Key> = Vec::new();
     for (b, batch) in batches.iter().enumerate() {
@@ -282,31 +295,13 @@ fn labelled_sorted_rows(
         for (i, &series) in series.iter().enumerate() {
             let t = start.value(i);
             let hour = t.div_euclid(HOUR_MS);
-            if !wanted.contains(&hour) {
-                continue;
+            if wanted.contains(&hour) {
+                let (rank, label) = rank_and_label(b, i, series)?;
+                keys.push((rank, hour, series, t, b as u32, i as u32, label));
             }
-            let l = *label_row.get(&series).ok_or_else(|| {
-                RecomputeError::Range(format!("series {series} has rows but no labels"))
-            })?;
-            keys.push((
-                label_rank[l as usize],
-                hour,
-                series,
-                t,
-                b as u32,
-                i as u32,
-                l,
-            ));
         }
     }
-    let (at, label_at) = order(keys);
-    Ok(SortedRows {
-        schema,
-        batches: Arc::new(batches.to_vec()),
-        labels: Some(labels.clone()),
-        at: Arc::new(at),
-        label_at: Arc::new(label_at),
-    })
+    Ok(keys)
 }
 
 /// The tier query's columns with the label columns after `series_id, start_ms`.
