@@ -173,6 +173,18 @@ fn archive(cfg: &Config, lake: &str, events: u64, name: &str) -> f64 {
     events as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A size line of /proc/self/status (`VmRSS`, `VmHWM`) in MB; 0 where there is none.
+fn proc_status_mb(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(&format!("{key}:")))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// Writes `n` events over 24 h to a fresh local archive, recomputes them, runs DuckDB over the
 /// same files, recomputes them again on a local Ballista cluster, and compares: (recompute
 /// seconds, DuckDB seconds, Ballista seconds, both equal DuckDB's answer).
@@ -216,6 +228,10 @@ async fn recompute_vs_duckdb(n: u64) -> (f64, f64, f64, bool) {
     eprintln!("archived {n} events in {:.1}s", t.elapsed().as_secs_f64());
     let (from, to) = (base - 24 * 3_600_000, base);
 
+    // The recompute's memory: the peak resident size is reset here (Linux: `5` into
+    // /proc/self/clear_refs) and read after.
+    let rss_before = proc_status_mb("VmRSS");
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t = Instant::now();
     let mut last = Instant::now();
     let report = recompute_with_progress(&cfg, from, to, None, |phase| {
@@ -229,8 +245,11 @@ async fn recompute_vs_duckdb(n: u64) -> (f64, f64, f64, bool) {
     .expect("recompute");
     let recompute_s = t.elapsed().as_secs_f64();
     eprintln!(
-        "recompute: {} rollup_1m rows, {} rollup_1h rows in {recompute_s:.1}s",
-        report.rows[0], report.rows[1]
+        "recompute: {} rollup_1m rows, {} rollup_1h rows in {recompute_s:.1}s; \
+         resident {rss_before:.0} MB before, peak {:.0} MB during",
+        report.rows[0],
+        report.rows[1],
+        proc_status_mb("VmHWM")
     );
     let mut minute = open_table(&cfg, Tier::Minute.table()).await.unwrap();
     minute.load().await.unwrap();
