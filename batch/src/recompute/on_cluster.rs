@@ -217,56 +217,75 @@ async fn attempt_tiers(
         .map_err(|_| Attempt::TimedOut(timeout, "the tiers"))??;
     tracing::info!(took = ?t.elapsed(), "both tiers computed on the cluster");
     progress(Phase::Query(Tier::Hour));
-    let mut out: [Vec<RecordBatch>; 2] = Default::default();
-    for (i, tier) in Tier::ALL.into_iter().enumerate() {
-        // The tier's columns as the embedded engine's `rollup.sql` gives them (planned here,
-        // not run), so that both engines commit the same schema.
-        let schema = Arc::new(ctx.sql(&tier_sql(tier)).await?.schema().as_arrow().clone());
-        out[i] = super::non_empty(split_tier(&both, tier, &schema)?, schema);
+    // Each tier's columns as the embedded engine's `rollup.sql` gives them (planned here, not
+    // run), so that both engines commit the same schema.
+    let mut schemas = Vec::with_capacity(Tier::ALL.len());
+    for tier in Tier::ALL {
+        schemas.push(Arc::new(
+            ctx.sql(&tier_sql(tier)).await?.schema().as_arrow().clone(),
+        ));
     }
-    Ok(Computed { tiers: out, labels })
+    let [minute, hour] = split_tiers(both, [&schemas[0], &schemas[1]])?;
+    let tiers = [
+        super::non_empty(minute, Arc::clone(&schemas[0])),
+        super::non_empty(hour, Arc::clone(&schemas[1])),
+    ];
+    Ok(Computed { tiers, labels })
 }
 
-/// The rows of `tier` among `rollup_on_cluster.sql`'s (those whose `step_ms` is the tier's), as
-/// batches of `schema`: its columns, by name, in its order (`step_ms` dropped). Empty batches
-/// are left out.
-fn split_tier(
-    both: &[RecordBatch],
-    tier: Tier,
-    schema: &arrow::datatypes::SchemaRef,
-) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
-    use arrow::array::{Array, Int64Array};
-    use arrow::error::ArrowError;
-    let mut out = Vec::new();
+/// `rollup_on_cluster.sql`'s rows split into the tiers ([`Tier::ALL`] order) by `step_ms`, as
+/// batches of each tier's schema (its columns, by name, in its order; `step_ms` dropped). Each
+/// batch of `both` is freed once split, so the rows are held about once, not twice. Empty
+/// batches are left out.
+fn split_tiers(
+    both: Vec<RecordBatch>,
+    schemas: [&arrow::datatypes::SchemaRef; 2],
+) -> Result<[Vec<RecordBatch>; 2], arrow::error::ArrowError> {
+    let mut out: [Vec<RecordBatch>; 2] = Default::default();
     for batch in both {
-        let step = batch
-            .column_by_name("step_ms")
-            .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64))
-            .transpose()?
-            .ok_or_else(|| ArrowError::SchemaError("no step_ms column".into()))?;
-        let step = step
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("cast to Int64");
-        let mask = arrow::compute::kernels::cmp::eq(step, &Int64Array::new_scalar(tier.step_ms()))?;
-        let rows = arrow::compute::filter_record_batch(batch, &mask)?;
-        if rows.num_rows() == 0 {
-            continue;
+        for (i, tier) in Tier::ALL.into_iter().enumerate() {
+            if let Some(rows) = tier_rows(&batch, tier, schemas[i])? {
+                out[i].push(rows);
+            }
         }
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let c = rows.column_by_name(f.name()).ok_or_else(|| {
-                    ArrowError::SchemaError(format!("no {} column for {}", f.name(), tier.table()))
-                })?;
-                arrow::compute::cast(c, f.data_type())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
-        debug_assert!(out.last().is_some_and(|b| b.num_rows() == rows.num_rows()));
     }
     Ok(out)
+}
+
+/// The rows of one `rollup_on_cluster.sql` batch that belong to `tier`, as a batch of `schema`
+/// (None when there are none).
+fn tier_rows(
+    batch: &RecordBatch,
+    tier: Tier,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+    use arrow::array::{Array, Int64Array};
+    use arrow::error::ArrowError;
+    let step = batch
+        .column_by_name("step_ms")
+        .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64))
+        .transpose()?
+        .ok_or_else(|| ArrowError::SchemaError("no step_ms column".into()))?;
+    let step = step
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("cast to Int64");
+    let mask = arrow::compute::kernels::cmp::eq(step, &Int64Array::new_scalar(tier.step_ms()))?;
+    let rows = arrow::compute::filter_record_batch(batch, &mask)?;
+    if rows.num_rows() == 0 {
+        return Ok(None);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = rows.column_by_name(f.name()).ok_or_else(|| {
+                ArrowError::SchemaError(format!("no {} column for {}", f.name(), tier.table()))
+            })?;
+            arrow::compute::cast(c, f.data_type())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map(Some)
 }
 
 #[cfg(test)]
@@ -332,12 +351,11 @@ mod tests {
             both(&[60_000, 3_600_000, 60_000], &[60_000, 0, 120_000]),
             both(&[3_600_000], &[3_600_000]),
         ];
-        let minute = split_tier(&batches, Tier::Minute, &tier_schema).unwrap();
+        let [minute, hour] = split_tiers(batches.to_vec(), [&tier_schema, &tier_schema]).unwrap();
         assert_eq!(minute.len(), 1, "a batch without minute rows is left out");
         assert_eq!(minute[0].schema(), tier_schema);
         let starts: &Int64Array = minute[0].column(1).as_primitive::<Int64Type>();
         assert_eq!(starts.values(), &[60_000, 120_000]);
-        let hour = split_tier(&batches, Tier::Hour, &tier_schema).unwrap();
         let starts: Vec<i64> = hour
             .iter()
             .flat_map(|b| b.column(1).as_primitive::<Int64Type>().values().to_vec())
@@ -349,7 +367,7 @@ mod tests {
             DataType::Float64,
             true,
         )]));
-        let e = split_tier(&batches, Tier::Hour, &missing).unwrap_err();
+        let e = split_tiers(batches.to_vec(), [&tier_schema, &missing]).unwrap_err();
         assert!(e.to_string().contains("no p50 column for rollup_1h"), "{e}");
     }
 

@@ -59,16 +59,58 @@ pub const CHUNK_ROWS: usize = super::commit::ROW_GROUP_ROWS;
 #[derive(Debug, Clone)]
 pub struct SortedRows {
     schema: SchemaRef,
-    batches: Arc<Vec<RecordBatch>>,
-    /// The labels, when they are attached here (see [`TierRows::Unlabelled`]).
-    labels: Option<RecordBatch>,
+    /// Per column of `schema`, where its values come from: every batch's column, or (a label
+    /// column, when the labels are attached here) the labels table's alone. Looked up once, not
+    /// per chunk.
+    sources: Arc<Vec<Source>>,
     /// Where each row is: (batch, row), in order.
     at: Arc<Vec<(usize, usize)>>,
-    /// Each row's label row, in order (with `labels`).
+    /// Each row's label row, in order (for [`Source::Labels`] columns).
     label_at: Arc<Vec<u32>>,
 }
 
+/// Where one output column's values are.
+#[derive(Debug)]
+enum Source {
+    /// The column in each of the tier's batches, indexed by [`SortedRows::at`].
+    Rows(Vec<ArrayRef>),
+    /// The column of the labels table, indexed by [`SortedRows::label_at`].
+    Labels(ArrayRef),
+}
+
 impl SortedRows {
+    /// The rows of `batches` in the order `at`, with `schema`'s columns; the label columns from
+    /// `labels` (row `label_at[i]` for the i-th row) when given.
+    fn new(
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+        labels: Option<&RecordBatch>,
+        (at, label_at): (Vec<(usize, usize)>, Vec<u32>),
+    ) -> Result<SortedRows, RecomputeError> {
+        let sources = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let name = field.name().as_str();
+                Ok(match labels.filter(|_| LABEL_COLUMNS.contains(&name)) {
+                    Some(labels) => Source::Labels(column(labels, name)?),
+                    None => Source::Rows(
+                        batches
+                            .iter()
+                            .map(|b| column(b, name))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, RecomputeError>>()?;
+        Ok(SortedRows {
+            schema,
+            sources: Arc::new(sources),
+            at: Arc::new(at),
+            label_at: Arc::new(label_at),
+        })
+    }
+
     /// Number of rows.
     pub fn num_rows(&self) -> usize {
         self.at.len()
@@ -82,34 +124,18 @@ impl SortedRows {
     /// Rows `range` of the order, as one batch.
     pub fn chunk(&self, range: std::ops::Range<usize>) -> Result<RecordBatch, ArrowError> {
         let at = &self.at[range.clone()];
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
-        for field in self.schema.fields() {
-            let name = field.name().as_str();
-            let labels = self
-                .labels
-                .as_ref()
-                .filter(|_| LABEL_COLUMNS.contains(&name));
-            let col = |b: &RecordBatch| {
-                b.column_by_name(name).cloned().ok_or_else(|| {
-                    ArrowError::SchemaError(format!("rollup rows have no column {name}"))
-                })
-            };
-            columns.push(match labels {
-                Some(labels) => {
-                    let source = col(labels)?;
+        let mut columns = Vec::with_capacity(self.sources.len());
+        for source in self.sources.iter() {
+            columns.push(match source {
+                Source::Labels(labels) => {
                     let rows: Vec<(usize, usize)> = self.label_at[range.clone()]
                         .iter()
                         .map(|&l| (0, l as usize))
                         .collect();
-                    interleave(&[source.as_ref()], &rows)?
+                    interleave(&[labels.as_ref()], &rows)?
                 }
-                None => {
-                    let sources = self
-                        .batches
-                        .iter()
-                        .map(col)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
+                Source::Rows(columns) => {
+                    let refs: Vec<&dyn Array> = columns.iter().map(|a| a.as_ref()).collect();
                     interleave(&refs, at)?
                 }
             });
@@ -224,13 +250,7 @@ fn sorted_rows(batches: &[RecordBatch], hours: &[i64]) -> Result<SortedRows, Rec
         Ok((rank[name], 0))
     })?;
     let (at, _) = order(keys);
-    Ok(SortedRows {
-        schema,
-        batches: Arc::new(batches.to_vec()),
-        labels: None,
-        at: Arc::new(at),
-        label_at: Arc::new(Vec::new()),
-    })
+    SortedRows::new(schema, batches, None, (at, Vec::new()))
 }
 
 /// Unlabelled rows: ordered by their series' metric name (from `labels`), hour, series and
@@ -268,14 +288,7 @@ fn labelled_sorted_rows(
         })?;
         Ok((label_rank[l as usize], l))
     })?;
-    let (at, label_at) = order(keys);
-    Ok(SortedRows {
-        schema,
-        batches: Arc::new(batches.to_vec()),
-        labels: Some(labels.clone()),
-        at: Arc::new(at),
-        label_at: Arc::new(label_at),
-    })
+    SortedRows::new(schema, batches, Some(labels), order(keys))
 }
 
 /// The sort key of every row whose hour is one of `hours` (the others are not written):
