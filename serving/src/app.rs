@@ -253,8 +253,22 @@ pub fn router(state: AppState, telemetry: &Telemetry) -> Router {
     api.merge(admin_routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.cfg.serving.max_body_bytes))
+        .layer(middleware::map_response(close_after_too_large))
         .with_state(state)
         .merge(telemetry.router())
+}
+
+/// A 413 is sent before the body is read, so the server drops the connection after it: say so
+/// (`Connection: close`), or a client that keeps connections alive sends its next request on a
+/// connection being closed and gets no answer at all.
+async fn close_after_too_large(mut r: axum::response::Response) -> axum::response::Response {
+    if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 /// Runs the serving layer until `stop` is set.
