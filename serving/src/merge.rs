@@ -310,21 +310,25 @@ impl Engine {
                 }));
         }
         fetched.provenance.sort_by_key(|p| p.from_ms);
-        // The hour tier answers when each window is whole hours on the hour grid.
-        let tier =
-            if !per_minute && range_ms == step_ms && step_ms % HOUR_MS == 0 && first % HOUR_MS == 0
-            {
-                Tier::Hour
-            } else {
-                Tier::Minute
-            };
-        // Both layers merge whole windows themselves when they do not overlap (ClickHouse in
-        // its query, the batch views as they cut rows from a block); otherwise they return
-        // minutes and the windows are formed here.
-        let grid = if range_ms == step_ms && !per_minute {
+        // The hour tier answers when each window is whole hours on the hour grid (a `[1d]`
+        // window at hourly points reads 24 hour rows, not 1,440 minutes).
+        let tier = if !per_minute
+            && range_ms % HOUR_MS == 0
+            && steps.iter().all(|t| t.rem_euclid(HOUR_MS) == 0)
+        {
+            Tier::Hour
+        } else {
+            Tier::Minute
+        };
+        // Both layers merge whole windows themselves when the windows tile the time (points
+        // `step_ms` apart, each window one step wide: ClickHouse in its query, the batch views
+        // as they cut rows from a block); otherwise they return the tier's buckets and the
+        // windows are formed by the caller.
+        let tiled = steps.windows(2).all(|w| w[1] - w[0] == step_ms);
+        let grid = if range_ms == step_ms && !per_minute && tiled {
             (first, step_ms)
         } else {
-            (0, MINUTE_MS)
+            (0, tier.step_ms())
         };
         let mut by_metric: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for s in series {

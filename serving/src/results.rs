@@ -3,7 +3,7 @@
 //!
 //! A range query's points `start + k·step` fall into windows of [`window_steps`] points aligned
 //! on absolute time (so queries with other starts, as Grafana sends on every refresh, share
-//! them). Evaluating a point reads rows from `t − lookback` to `t` (the widest range selector or
+//! them). Evaluating a point reads rows from `t − before` to `t + after` (its reach: the widest range selector or
 //! the step, plus the minute the bucket ends in); points that read only hours the batch views
 //! cover cannot change until one of those hours is recomputed, so a window's run of such points
 //! from its start — all of it, or the part before the time boundary — is evaluated whole, once,
@@ -27,7 +27,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::merge::{Engine, Provenance};
-use crate::promql::{EvalError, Evaluator, Series, Value};
+use crate::promql::{EngineSource, EvalError, Evaluator, Limits, Series, Value};
 use crate::series::Labels;
 use crate::source::batch::View;
 
@@ -64,6 +64,10 @@ impl Weigh for Answer {
             + match &self.value {
                 Value::Scalar(v) => v.len() * 8,
                 Value::String(s) => s.len(),
+                Value::Matrix(m) => m
+                    .iter()
+                    .map(|s| 48 + labels(&s.labels) + s.samples.len() * 16)
+                    .sum(),
                 Value::Vector(vs) => vs
                     .iter()
                     .map(|s| 48 + labels(&s.labels) + s.values.len() * 16)
@@ -100,40 +104,81 @@ pub fn window_steps(step_ms: i64) -> i64 {
     ((WINDOW_MS + step_ms - 1) / step_ms).max(1)
 }
 
-/// How far before a point its evaluation reads: the widest range selector or the step, plus the
-/// minute a bucket ends in. `None` for an expression that reads no data.
-pub fn lookback_ms(expr: &Expr, step_ms: i64) -> Option<i64> {
-    fn walk(e: &Expr, step_ms: i64, widest: &mut Option<i64>) {
-        let mut see = |r: i64| *widest = Some(widest.map_or(r, |w: i64| w.max(r)));
-        match e {
-            Expr::VectorSelector(_) => see(step_ms.max(MINUTE_MS)),
-            Expr::MatrixSelector(m) => see((m.range.as_millis() as i64).max(step_ms)),
-            Expr::Aggregate(a) => {
-                walk(&a.expr, step_ms, widest);
-                if let Some(p) = &a.param {
-                    walk(p, step_ms, widest);
-                }
-            }
-            Expr::Unary(u) => walk(&u.expr, step_ms, widest),
-            Expr::Binary(b) => {
-                walk(&b.lhs, step_ms, widest);
-                walk(&b.rhs, step_ms, widest);
-            }
-            Expr::Paren(p) => walk(&p.expr, step_ms, widest),
-            Expr::Subquery(s) => walk(&s.expr, step_ms, widest),
-            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, step_ms, widest)),
-            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+/// How far before and after a point its evaluation reads, ms: its selectors' windows and
+/// ranges (at least the step), moved by their offsets and widened by the subqueries around
+/// them, plus the minute a bucket ends in. `None` for an expression that reads no data, and for
+/// one with `@`: it reads at fixed times, not near its points, and is evaluated whole, uncached.
+pub fn reach_ms(expr: &Expr, step_ms: i64) -> Option<(i64, i64)> {
+    use promql_parser::parser::Offset;
+    fn offset_ms(o: Option<&Offset>) -> i64 {
+        match o {
+            None => 0,
+            Some(Offset::Pos(d)) => d.as_millis() as i64,
+            Some(Offset::Neg(d)) => -(d.as_millis() as i64),
         }
     }
-    let mut widest = None;
-    walk(expr, step_ms, &mut widest);
-    widest.map(|w| w + MINUTE_MS)
+    /// `Err(())` when an `@` makes the reach meaningless.
+    fn walk(e: &Expr, width: i64, reach: &mut Option<(i64, i64)>) -> Result<(), ()> {
+        let mut see = |before: i64, after: i64| {
+            *reach = Some(reach.map_or((before, after), |(b, a)| (b.max(before), a.max(after))));
+        };
+        match e {
+            Expr::VectorSelector(v) => {
+                if v.at.is_some() {
+                    return Err(());
+                }
+                let o = offset_ms(v.offset.as_ref());
+                see(o + width.max(MINUTE_MS), -o);
+            }
+            Expr::MatrixSelector(m) => {
+                if m.vs.at.is_some() {
+                    return Err(());
+                }
+                let o = offset_ms(m.vs.offset.as_ref());
+                see(o + (m.range.as_millis() as i64).max(width), -o);
+            }
+            Expr::Subquery(s) => {
+                if s.at.is_some() {
+                    return Err(());
+                }
+                let step = s.step.map_or(MINUTE_MS, |d| d.as_millis() as i64);
+                let mut inner = None;
+                walk(&s.expr, step, &mut inner)?;
+                if let Some((b, a)) = inner {
+                    let o = offset_ms(s.offset.as_ref());
+                    see(o + s.range.as_millis() as i64 + b, a - o);
+                }
+            }
+            Expr::Aggregate(a) => {
+                walk(&a.expr, width, reach)?;
+                if let Some(p) = &a.param {
+                    walk(p, width, reach)?;
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, width, reach)?,
+            Expr::Binary(b) => {
+                walk(&b.lhs, width, reach)?;
+                walk(&b.rhs, width, reach)?;
+            }
+            Expr::Paren(p) => walk(&p.expr, width, reach)?,
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    walk(a, width, reach)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+        Ok(())
+    }
+    let mut reach = None;
+    walk(expr, step_ms, &mut reach).ok()?;
+    reach.map(|(before, after)| (before + MINUTE_MS, after.max(0)))
 }
 
-/// The hours that points `first..=last` read.
-fn hours_read(first: i64, last: i64, lookback: i64) -> impl Iterator<Item = i64> {
-    let from = (first - lookback).div_euclid(HOUR_MS) * HOUR_MS;
-    let to = (last - 1).div_euclid(HOUR_MS) * HOUR_MS;
+/// The hours that points `first..=last` read, given their reach `(before, after)`.
+fn hours_read(first: i64, last: i64, (before, after): (i64, i64)) -> impl Iterator<Item = i64> {
+    let from = (first - before).div_euclid(HOUR_MS) * HOUR_MS;
+    let to = (last + after - 1).div_euclid(HOUR_MS) * HOUR_MS;
     (from..=to).step_by(HOUR_MS as usize)
 }
 
@@ -178,13 +223,20 @@ impl Results {
                 warnings: Vec::new(),
             });
         };
-        let Some(lookback) = lookback_ms(expr, step_ms).filter(|_| self.enabled) else {
+        let Some(lookback) = reach_ms(expr, step_ms).filter(|_| self.enabled) else {
             let key = live_key(&query, step_ms, steps, &view);
             let ans = self
                 .live
                 .get_or_load(
                     key,
-                    evaluation(engine, limits, expr, &view, steps.to_vec(), step_ms),
+                    evaluation(
+                        engine,
+                        limits,
+                        expr,
+                        &view,
+                        steps.to_vec(),
+                        (step_ms, (start, end)),
+                    ),
                 )
                 .await
                 .map_err(|e| (*e).clone())?;
@@ -231,7 +283,14 @@ impl Results {
             w += 1;
         }
         let runs = self.runs(&parts, |points| {
-            evaluation(engine, limits, expr, &view, points.to_vec(), step_ms)()
+            evaluation(
+                engine,
+                limits,
+                expr,
+                &view,
+                points.to_vec(),
+                (step_ms, (start, end)),
+            )()
         });
         let evaluations = parts.into_iter().zip(runs).map(|((points, key), run)| {
             let (query, view) = (&query, &view);
@@ -244,12 +303,26 @@ impl Results {
                             .await
                     }
                     (Some(key), None) => {
-                        let load = evaluation(engine, limits, expr, view, points.clone(), step_ms);
+                        let load = evaluation(
+                            engine,
+                            limits,
+                            expr,
+                            view,
+                            points.clone(),
+                            (step_ms, (start, end)),
+                        );
                         self.cache.get_or_load(key, load).await
                     }
                     (None, _) => {
                         let key = live_key(query, step_ms, &points, view);
-                        let load = evaluation(engine, limits, expr, view, points.clone(), step_ms);
+                        let load = evaluation(
+                            engine,
+                            limits,
+                            expr,
+                            view,
+                            points.clone(),
+                            (step_ms, (start, end)),
+                        );
                         self.live.get_or_load(key, load).await
                     }
                 }
@@ -312,7 +385,7 @@ struct Run {
 impl Run {
     /// The run's answer at `window` (a consecutive part of its points), the provenance cut to
     /// what those points read.
-    async fn part(self, window: Vec<i64>, lookback: i64) -> Result<Answer, EvalError> {
+    async fn part(self, window: Vec<i64>, lookback: (i64, i64)) -> Result<Answer, EvalError> {
         let whole = self.whole.await.map_err(|e| (*e).clone())?;
         let at = self
             .points
@@ -324,13 +397,19 @@ impl Run {
 }
 
 /// The points `range` of `whole` (evaluated at more points), which are `window`.
-fn part_of(whole: &Answer, range: std::ops::Range<usize>, window: &[i64], lookback: i64) -> Answer {
+fn part_of(
+    whole: &Answer,
+    range: std::ops::Range<usize>,
+    window: &[i64],
+    (before, after): (i64, i64),
+) -> Answer {
     fn cut<T: Clone>(v: &[T], range: &std::ops::Range<usize>) -> Vec<T> {
         v.get(range.clone()).map(<[T]>::to_vec).unwrap_or_default()
     }
     let value = match &whole.value {
         Value::Scalar(v) => Value::Scalar(cut(v, &range)),
         Value::String(s) => Value::String(s.clone()),
+        Value::Matrix(m) => Value::Matrix(m.clone()),
         Value::Vector(vs) => Value::Vector(
             vs.iter()
                 .map(|s| Series {
@@ -342,7 +421,7 @@ fn part_of(whole: &Answer, range: std::ops::Range<usize>, window: &[i64], lookba
         ),
     };
     let (from, to) = match (window.first(), window.last()) {
-        (Some(a), Some(b)) => (a - lookback, *b),
+        (Some(a), Some(b)) => (a - before, *b + after),
         _ => (0, 0),
     };
     let provenance = whole
@@ -376,27 +455,27 @@ fn live_key(query: &Arc<str>, step_ms: i64, points: &[i64], view: &View) -> Wind
     }
 }
 
-/// The evaluation of `points`, as a future the caches can share.
+/// The evaluation of `points` (`step_ms` apart, of a query from `start` to `end`), as a future
+/// the caches can share.
 fn evaluation(
     engine: &Arc<Engine>,
     limits: &Arc<ServingConfig>,
     expr: &Expr,
     view: &Arc<View>,
     points: Vec<i64>,
-    step_ms: i64,
+    (step_ms, (start, end)): (i64, (i64, i64)),
 ) -> impl FnOnce() -> futures::future::BoxFuture<'static, Result<Answer, EvalError>> {
     let (engine, limits, expr, view) = (engine.clone(), limits.clone(), expr.clone(), view.clone());
     move || {
         Box::pin(async move {
-            let mut ev = Evaluator::with_view(&engine, view, &limits, points, step_ms);
+            let source = EngineSource::with_view(&engine, view);
+            let ev = Evaluator::new(&source, Limits::of(&limits), points, step_ms)
+                .with_query_range(start, end);
             let value = ev.eval(&expr).await?;
-            let mut warnings = ev.warnings;
-            warnings.sort();
-            warnings.dedup();
             Ok(Answer {
                 value,
-                provenance: ev.provenance,
-                warnings,
+                provenance: ev.provenance(),
+                warnings: ev.warnings(),
             })
         })
     }
@@ -433,6 +512,8 @@ fn merge(steps: &[i64], parts: Vec<(Vec<i64>, Arc<Answer>)>) -> Answer {
                 }
             }
             Value::String(s) => string = Some(s.clone()),
+            // Range queries refuse range vectors before they are evaluated.
+            Value::Matrix(_) => {}
             Value::Vector(vs) => {
                 for s in vs {
                     let out = vector

@@ -13,7 +13,7 @@ use super::response::{
     format_time, format_value, ApiError, ApiResult, ErrorType, Sample, SharedAnswer, Success,
 };
 use crate::app::AppState;
-use crate::promql::{parse, Evaluator, Value};
+use crate::promql::{parse, EngineSource, Evaluator, Limits, SeriesSource, Value};
 use crate::series::{exposed_name, Labels, Stat};
 
 /// Default look-back of label and series lookups without `start`.
@@ -46,10 +46,11 @@ async fn evaluate(
     query: &str,
     steps: Vec<i64>,
     step_ms: i64,
-) -> Result<(Value, Vec<i64>, Vec<String>), ApiError> {
+) -> Result<(Value, Vec<String>), ApiError> {
     let expr = parse(query)?;
     let limit = deadline(state, p)?;
-    let mut ev = Evaluator::new(&state.engine, &state.cfg.serving, steps, step_ms);
+    let source = EngineSource::new(&state.engine);
+    let ev = Evaluator::new(&source, Limits::of(&state.cfg.serving), steps, step_ms);
     let started = Instant::now();
     let value = match tokio::time::timeout(limit, ev.eval(&expr)).await {
         Ok(v) => v?,
@@ -60,12 +61,9 @@ async fn evaluate(
             ))
         }
     };
-    state.metrics.observe_merge(&ev.provenance);
+    state.metrics.observe_merge(&ev.provenance());
     tracing::debug!(query, elapsed = ?started.elapsed(), "evaluated");
-    let mut warnings = ev.warnings;
-    warnings.sort();
-    warnings.dedup();
-    Ok((value, ev.steps, warnings))
+    Ok((value, ev.warnings()))
 }
 
 fn metric_json(labels: &Labels) -> Json {
@@ -82,7 +80,7 @@ pub async fn query(State(state): State<AppState>, p: Params) -> ApiResult<Json> 
     let _t = state.metrics.time("query");
     let q = p.required("query")?;
     let t = p.time_or("time", now_ms())?;
-    let (value, _, warnings) = evaluate(&state, &p, q, vec![t], 60_000).await?;
+    let (value, warnings) = evaluate(&state, &p, q, vec![t], 60_000).await?;
     let ts = format_time(t);
     let data = match value {
         Value::Scalar(s) => json!({"resultType": "scalar", "result": [ts, format_value(s[0])]}),
@@ -97,6 +95,23 @@ pub async fn query(State(state): State<AppState>, p: Params) -> ApiResult<Json> 
                 })
                 .collect();
             json!({"resultType": "vector", "result": result})
+        }
+        Value::Matrix(m) => {
+            let result: Vec<Json> = m
+                .iter()
+                .map(|s| {
+                    let values: Vec<Sample> = s
+                        .samples
+                        .iter()
+                        .map(|(ms, value)| Sample {
+                            ms: *ms,
+                            value: *value,
+                        })
+                        .collect();
+                    json!({"metric": metric_json(&s.labels), "values": values})
+                })
+                .collect();
+            json!({"resultType": "matrix", "result": result})
         }
     };
     Ok(Success::new(
@@ -189,6 +204,11 @@ async fn range_answer(state: AppState, p: Params) -> ApiResult<Matrix> {
     }
     let steps: Vec<i64> = (0..points).map(|k| start + k * step).collect();
     let expr = parse(q)?;
+    if expr.value_type() == promql_parser::parser::value::ValueType::Matrix {
+        return Err(ApiError::bad_data(
+            "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
+        ));
+    }
     let limit = deadline(&state, &p)?;
     let answer =
         match tokio::time::timeout(limit, state.results.range((q, &expr), &steps, step)).await {
@@ -229,6 +249,9 @@ async fn range_answer(state: AppState, p: Params) -> ApiResult<Matrix> {
         Value::String(_) => return Err(ApiError::bad_data(
             "invalid expression type \"string\" for range query, must be Scalar or instant Vector",
         )),
+        Value::Matrix(_) => return Err(ApiError::bad_data(
+            "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
+        )),
     };
     state.metrics.points(result.len());
     Ok(Success::new(
@@ -265,11 +288,19 @@ async fn matched(state: &AppState, p: &Params) -> Result<(Vec<Labels>, Vec<Strin
                 "match[] must be a series selector, not {s:?}"
             )));
         };
-        let mut ev = Evaluator::new(&state.engine, &state.cfg.serving, vec![end], 60_000);
-        for l in ev.series_labels(&vs, start).await? {
-            out.insert(l);
+        let source = EngineSource::new(&state.engine);
+        let found = source.select(&vs, start, end).await;
+        if out.len() + found.value.len() > state.cfg.serving.max_series {
+            return Err(ApiError::new(
+                ErrorType::Execution,
+                format!(
+                    "the selectors match more than {} series (serving.max_series); narrow them",
+                    state.cfg.serving.max_series
+                ),
+            ));
         }
-        warnings.extend(ev.warnings);
+        out.extend(found.value.into_iter().map(|e| e.labels));
+        warnings.extend(found.warnings);
     }
     warnings.sort();
     warnings.dedup();

@@ -1,27 +1,54 @@
-//! PromQL over the merged views: an expression parsed by `promql-parser` is evaluated at every
+//! PromQL over Strata's series: an expression parsed by `promql-parser` is evaluated at every
 //! point of a query (one point for an instant query) into a scalar or an instant vector per
-//! point.
+//! point, asking a [`SeriesSource`] for data — the merged batch and speed views in the server
+//! ([`EngineSource`]), series held in memory in the tests ([`MemorySource`]).
 //!
-//! Supported (DESIGN.md §4): selectors with `=`, `!=`, `=~`, `!~`; `sum`, `avg`, `min`, `max`,
-//! `count`, `topk`, `bottomk` with `by` / `without`; arithmetic and comparisons between vectors
-//! and scalars, `and` / `or` / `unless`; `rate`, `increase` and `*_over_time` over per-minute
-//! samples; a few math functions, `time()`, `vector()`, `scalar()`. Anything else is refused
-//! with [`EvalError::BadData`] naming the construct.
+//! What flows: [`eval`] walks the expression on a *grid* (the evaluation times and the width of
+//! a plain selector's window); selectors (`select`) ask the source for windows or per-minute
+//! samples; [`aggregate`], [`binary`], [`functions`] and the range functions (`over_time`, the
+//! arithmetic in [`range_fns`]) combine them point by point.
+//!
+//! **The meaning** is Prometheus's, on these samples: every exposed series has one sample per
+//! minute that had events, at the minute's end. Where Strata differs on purpose:
+//! - a plain selector at `t` aggregates the buckets of its window `(t − w, t]`, `w` = the grid's
+//!   width (the step of a range query or subquery, one minute for an instant query): sums of
+//!   `_count`/`_sum`, min of `_min`, max of `_max`, the window's mean for `_avg`, merged
+//!   quantiles — nothing sampled, nothing counted twice, whatever the step. At a one-minute
+//!   width this is exactly the minute's sample;
+//! - `rate`, `increase` and `irate` over a range selector of a `_count` or `_sum` series use
+//!   the per-minute totals as what they are: `increase` = the sum of the minutes' totals in the
+//!   range, `rate` = that / the range in seconds, `irate` = the newest minute's total / 60 s.
+//!   Over anything else (other statistics, subqueries) they are Prometheus's counter functions;
+//! - range selectors and subqueries select `(t − range, t]` (Prometheus 3's rule; 2.x also took
+//!   a sample exactly at `t − range`).
+//!
+//! Native histograms are not stored, so the native-histogram functions are refused by name;
+//! anything else not evaluated is refused with [`EvalError::BadData`] naming it.
 
-mod functions;
-mod ops;
+pub mod aggregate;
+pub mod binary;
+mod engine_source;
+pub mod eval;
+pub mod functions;
+mod histogram;
+mod labels;
+mod memory;
+mod over_time;
+pub mod range_fns;
 mod select;
+mod source;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+#[cfg(test)]
+mod script;
 
-use promql_parser::parser::{Expr, MatrixSelector, VectorSelector};
-use strata_shared::config::ServingConfig;
+pub use engine_source::EngineSource;
+pub use eval::{Evaluator, Limits};
+pub use memory::MemorySource;
+pub use source::{Exposed, Found, SeriesSource};
 
-use crate::merge::{Engine, Provenance};
+use promql_parser::parser::Expr;
+
 use crate::series::Labels;
-use crate::source::batch::View;
 
 /// One series of an instant vector, at every point of the query.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +57,15 @@ pub struct Series {
     pub labels: Labels,
     /// Its value at each point (`None`: no sample there).
     pub values: Vec<Option<f64>>,
+}
+
+/// One series of a range vector: its samples, in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// Its labels (with `__name__`).
+    pub labels: Labels,
+    /// (time in Unix ms, value), increasing in time.
+    pub samples: Vec<(i64, f64)>,
 }
 
 /// What an expression evaluates to.
@@ -41,6 +77,8 @@ pub enum Value {
     Vector(Vec<Series>),
     /// A string literal.
     String(String),
+    /// A range vector: only as the answer of an instant query (`x[5m]`, `expr[1h:1m]`).
+    Matrix(Vec<RangeSeries>),
 }
 
 /// Why a query could not be answered.
@@ -49,159 +87,27 @@ pub enum EvalError {
     /// The query is wrong or uses what Strata does not evaluate (the client's fault).
     #[error("{0}")]
     BadData(String),
-    /// The query is valid but too big to answer within the limits.
+    /// The query is valid but cannot be answered: too big for the limits, or the data makes it
+    /// undefined (duplicate series in a match).
     #[error("{0}")]
     Execution(String),
 }
 
-/// The points of a query and what evaluation has learnt on the way.
-pub struct Evaluator<'a> {
-    engine: &'a Engine,
-    /// The batch views every part of the evaluation reads (one refresh's picture).
-    view: Arc<View>,
-    limits: &'a ServingConfig,
-    /// Evaluation times (Unix ms), sorted.
-    pub steps: Vec<i64>,
-    /// Distance between points (the window of a plain selector), ms.
-    pub step_ms: i64,
-    /// Problems that made the answer partial (a layer down).
-    pub warnings: Vec<String>,
-    /// Which layer answered which range.
-    pub provenance: Vec<Provenance>,
-    series_seen: usize,
-}
-
-type BoxFut<'b, T> = Pin<Box<dyn Future<Output = T> + Send + 'b>>;
-
-impl<'a> Evaluator<'a> {
-    /// An evaluator for points `steps` spaced `step_ms` apart (for an instant query: one point
-    /// and a one-minute window), over the current batch views.
-    pub fn new(
-        engine: &'a Engine,
-        limits: &'a ServingConfig,
-        steps: Vec<i64>,
-        step_ms: i64,
-    ) -> Self {
-        Self::with_view(engine, engine.view(), limits, steps, step_ms)
+impl EvalError {
+    pub(crate) fn bad(m: impl Into<String>) -> Self {
+        EvalError::BadData(m.into())
     }
 
-    /// [`Evaluator::new`] over the batch views as of `view`.
-    pub fn with_view(
-        engine: &'a Engine,
-        view: Arc<View>,
-        limits: &'a ServingConfig,
-        steps: Vec<i64>,
-        step_ms: i64,
-    ) -> Self {
-        Self {
-            engine,
-            view,
-            limits,
-            steps,
-            step_ms,
-            warnings: Vec::new(),
-            provenance: Vec::new(),
-            series_seen: 0,
-        }
+    pub(crate) fn exec(m: impl Into<String>) -> Self {
+        EvalError::Execution(m.into())
     }
-
-    /// Evaluates an expression at every point.
-    pub fn eval<'b>(&'b mut self, expr: &'b Expr) -> BoxFut<'b, Result<Value, EvalError>> {
-        Box::pin(async move {
-            let n = self.steps.len();
-            match expr {
-                Expr::NumberLiteral(l) => Ok(Value::Scalar(vec![l.val; n])),
-                Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
-                Expr::Paren(p) => self.eval(&p.expr).await,
-                Expr::Unary(u) => {
-                    let v = self.eval(&u.expr).await?;
-                    Ok(ops::negate(v))
-                }
-                Expr::VectorSelector(vs) => {
-                    check_modifiers(vs)?;
-                    self.select(vs, None).await
-                }
-                Expr::MatrixSelector(_) => Err(EvalError::BadData(
-                    "a range vector selector (name[5m]) is supported only inside rate(), \
-                     increase() and the *_over_time() functions"
-                        .into(),
-                )),
-                Expr::Subquery(_) => Err(EvalError::BadData(
-                    "subqueries (expr[range:step]) are not supported".into(),
-                )),
-                Expr::Aggregate(a) => self.aggregate(a).await,
-                Expr::Binary(b) => self.binary(b).await,
-                Expr::Call(c) => self.call(c).await,
-                Expr::Extension(_) => Err(EvalError::BadData("unsupported expression".into())),
-            }
-        })
-    }
-
-    /// An evaluator for a part of this one's expression, run alongside another part.
-    fn fork(&self) -> Evaluator<'a> {
-        Evaluator {
-            engine: self.engine,
-            view: self.view.clone(),
-            limits: self.limits,
-            steps: self.steps.clone(),
-            step_ms: self.step_ms,
-            warnings: Vec::new(),
-            provenance: Vec::new(),
-            series_seen: self.series_seen,
-        }
-    }
-
-    /// Takes back what a [`Evaluator::fork`] found: its warnings, provenance and series.
-    /// `base` is this evaluator's series count when the part was forked.
-    fn absorb(&mut self, part: Evaluator<'a>, base: usize) -> Result<(), EvalError> {
-        self.warnings.extend(part.warnings);
-        self.provenance.extend(part.provenance);
-        self.count_series(part.series_seen.saturating_sub(base))
-    }
-
-    /// Counts selected series against the limit.
-    fn count_series(&mut self, n: usize) -> Result<(), EvalError> {
-        self.series_seen += n;
-        if self.series_seen > self.limits.max_series {
-            return Err(EvalError::Execution(format!(
-                "the query selects {} series, more than the limit of {} (serving.max_series); \
-                 narrow the selector",
-                self.series_seen, self.limits.max_series
-            )));
-        }
-        Ok(())
-    }
-
-    async fn select_range(&mut self, m: &MatrixSelector) -> Result<select::Minutes, EvalError> {
-        check_modifiers(&m.vs)?;
-        let range_ms = m.range.as_millis() as i64;
-        if range_ms < 60_000 {
-            return Err(EvalError::BadData(format!(
-                "range [{}] is shorter than the one-minute resolution of the rollups",
-                promql_parser::util::duration::display_duration(&m.range)
-            )));
-        }
-        self.select_minutes(&m.vs, range_ms).await
-    }
-}
-
-/// Refuses `offset` and `@`, naming them.
-fn check_modifiers(vs: &VectorSelector) -> Result<(), EvalError> {
-    if vs.offset.is_some() {
-        return Err(EvalError::BadData(
-            "the offset modifier is not supported".into(),
-        ));
-    }
-    if vs.at.is_some() {
-        return Err(EvalError::BadData("the @ modifier is not supported".into()));
-    }
-    Ok(())
 }
 
 /// Parses a query, mapping the parser's message to `bad_data`.
 pub fn parse(query: &str) -> Result<Expr, EvalError> {
     if query.trim().is_empty() {
-        return Err(EvalError::BadData("empty query".into()));
+        return Err(EvalError::bad("empty query"));
     }
-    promql_parser::parser::parse(query).map_err(|e| EvalError::BadData(format!("parse error: {e}")))
+    functions::register_aliases();
+    promql_parser::parser::parse(query).map_err(|e| EvalError::bad(format!("parse error: {e}")))
 }

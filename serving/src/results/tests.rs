@@ -7,21 +7,38 @@ fn expr(q: &str) -> Expr {
 }
 
 #[test]
-fn the_lookback_is_the_widest_window_read() {
-    assert_eq!(lookback_ms(&expr("1 + 1"), 60_000), None);
-    assert_eq!(lookback_ms(&expr("m_count"), 60_000), Some(120_000));
-    assert_eq!(lookback_ms(&expr("m_count"), 600_000), Some(660_000));
+fn the_reach_is_the_widest_window_read_moved_by_offsets() {
+    assert_eq!(reach_ms(&expr("1 + 1"), 60_000), None);
+    assert_eq!(reach_ms(&expr("m_count"), 60_000), Some((120_000, 0)));
+    assert_eq!(reach_ms(&expr("m_count"), 600_000), Some((660_000, 0)));
     assert_eq!(
-        lookback_ms(
+        reach_ms(
             &expr("sum by (a) (rate(m_count[11m])) / sum(m_sum)"),
             60_000
         ),
-        Some(12 * 60_000)
+        Some((12 * 60_000, 0))
     );
     assert_eq!(
-        lookback_ms(&expr("topk(3, max_over_time(m_max[1h]))"), 300_000),
-        Some(HOUR_MS + 60_000)
+        reach_ms(&expr("topk(3, max_over_time(m_max[1h]))"), 300_000),
+        Some((HOUR_MS + 60_000, 0))
     );
+    // An offset moves the read back; a negative one reads after the point.
+    assert_eq!(
+        reach_ms(&expr("m_count offset 1h"), 60_000),
+        Some((HOUR_MS + 120_000, 0))
+    );
+    assert_eq!(
+        reach_ms(&expr("m_count offset -1h"), 60_000),
+        Some((120_000 - HOUR_MS, HOUR_MS))
+    );
+    // A subquery widens what its inside reads by its range (the inside's windows are its step).
+    assert_eq!(
+        reach_ms(&expr("max_over_time(rate(m_count[5m])[1h:1m])"), 60_000),
+        Some((HOUR_MS + 5 * 60_000 + 60_000, 0))
+    );
+    // `@` reads at fixed times: nothing to say about the points' neighbourhood.
+    assert_eq!(reach_ms(&expr("m_count @ 1700000000"), 60_000), None);
+    assert_eq!(reach_ms(&expr("rate(m_count[5m] @ end())"), 60_000), None);
 }
 
 #[test]
@@ -30,10 +47,10 @@ fn windows_are_aligned_on_absolute_time_and_read_whole_hours() {
     assert_eq!(window_steps(600_000), 12);
     assert_eq!(window_steps(7 * HOUR_MS), 1);
     // Points 02:00..02:59 with a 5-minute lookback read hours 1 and 2.
-    let h: Vec<i64> = hours_read(2 * HOUR_MS, 3 * HOUR_MS - 60_000, 300_000).collect();
+    let h: Vec<i64> = hours_read(2 * HOUR_MS, 3 * HOUR_MS - 60_000, (300_000, 0)).collect();
     assert_eq!(h, vec![HOUR_MS, 2 * HOUR_MS]);
     // A point exactly on the hour reads the hour before it only.
-    let h: Vec<i64> = hours_read(3 * HOUR_MS, 3 * HOUR_MS, 60_000).collect();
+    let h: Vec<i64> = hours_read(3 * HOUR_MS, 3 * HOUR_MS, (60_000, 0)).collect();
     assert_eq!(h, vec![2 * HOUR_MS]);
 }
 
@@ -99,7 +116,7 @@ fn a_window_cut_from_a_run_holds_its_points_only() {
         warnings: vec![],
     };
     // The run's points are 10, 20, 30, 40; the window is 30 and 40, reading 5 back.
-    let part = part_of(&whole, 2..4, &[30, 40], 5);
+    let part = part_of(&whole, 2..4, &[30, 40], (5, 0));
     assert_eq!(
         part.value,
         Value::Vector(vec![series("x", &[Some(2.0), Some(3.0)])]),
@@ -118,7 +135,7 @@ fn a_window_cut_from_a_run_holds_its_points_only() {
         ..whole.clone()
     };
     assert_eq!(
-        part_of(&scalar, 1..3, &[20, 30], 0).value,
+        part_of(&scalar, 1..3, &[20, 30], (0, 0)).value,
         Value::Scalar(vec![2.0, 3.0])
     );
 }

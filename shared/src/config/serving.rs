@@ -30,10 +30,15 @@ pub struct ServingConfig {
     pub max_points_per_series: u64,
     /// Most series one query may return or touch.
     pub max_series: usize,
+    /// Most samples one query may hold at once: selected windows and minutes, and the points
+    /// of subqueries (Prometheus: `--query.max-samples`). Bounds a query's memory (≈ 16 bytes
+    /// a sample) however long its ranges, offsets and subqueries.
+    pub max_samples: usize,
     /// Longest evaluation of one query before it is abandoned with an error.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
-    /// Widest time range one query may cover.
+    /// Widest time range one query may cover, and the widest span of data one selector may
+    /// read (its range, offset and enclosing subqueries included).
     #[serde(with = "humantime_serde")]
     pub max_range: Duration,
     /// Most rows `POST /api/v1/sql` returns.
@@ -63,6 +68,7 @@ impl Default for ServingConfig {
             auth_all: false,
             max_points_per_series: 11_000,
             max_series: 10_000,
+            max_samples: 20_000_000,
             query_timeout: Duration::from_secs(30),
             max_range: Duration::from_secs(400 * 86_400),
             sql_max_rows: 100_000,
@@ -113,6 +119,12 @@ impl ServingConfig {
             return Err(ConfigError::key(
                 "serving.max_points_per_series",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if self.max_samples < 1_000 {
+            return Err(ConfigError::key(
+                "serving.max_samples",
+                "must be at least 1000",
             ));
         }
         if self.max_series == 0 || self.sql_max_rows == 0 {
