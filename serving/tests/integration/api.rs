@@ -202,15 +202,11 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
     let cases: Vec<Case> = vec![
         (range("sum(", &s0, &e0, "60"), 400, "parse error"),
         (
-            range("holt_winters(x[5m], 0.1, 0.1)", &s0, &e0, "60"),
+            range("histogram_count(x_count)", &s0, &e0, "60"),
             400,
-            "holt_winters",
+            "native histograms",
         ),
-        (
-            range("histogram_quantile(0.9, x)", &s0, &e0, "60"),
-            400,
-            "histogram_quantile",
-        ),
+        (range("limitk(2, x_count)", &s0, &e0, "60"), 400, "limitk"),
         (range("x_count", &s0, &e0, "0"), 400, "zero or negative"),
         (
             range("x_count", &e0, &s0, "60"),
@@ -228,22 +224,11 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
             400,
             "cannot parse",
         ),
-        (range("x_count offset 5m", &s0, &e0, "60"), 400, "offset"),
-        (
-            range("rate(x_count[5m:1m])", &s0, &e0, "60"),
-            400,
-            "subquer",
-        ),
         (range("x_count[5m]", &s0, &e0, "60"), 400, "range vector"),
         (
-            range("quantile(0.5, x_count)", &s0, &e0, "60"),
+            range("x_count + on(a) group_left fill(0) x_sum", &s0, &e0, "60"),
             400,
-            "quantile",
-        ),
-        (
-            range("rate(http_request_duration_ms_max[5m])", &s0, &e0, "60"),
-            400,
-            "_count and _sum",
+            "fill",
         ),
         (
             vec![
@@ -261,6 +246,46 @@ async fn bad_requests_get_a_4xx_that_says_what_is_wrong() {
         assert_eq!(s, status, "{params:?}: {b}");
         assert_eq!(b["status"], "error");
         assert_eq!(b["errorType"], "bad_data", "{params:?}");
+        let msg = b["error"].as_str().unwrap();
+        assert!(
+            msg.contains(needle),
+            "{params:?}: {msg:?} should mention {needle:?}"
+        );
+    }
+
+    // Valid queries the data or the limits make impossible: 422 `execution`, as Prometheus.
+    let cases: Vec<Case> = vec![
+        (
+            range("holt_winters(x_count[5m], 1.5, 0.1)", &s0, &e0, "60"),
+            422,
+            "smoothing factor",
+        ),
+        (
+            range("max_over_time(x_count[500d])", &s0, &e0, "60"),
+            422,
+            "serving.max_range",
+        ),
+        (
+            range("max_over_time(vector(1)[300d:1s])", &s0, &e0, "60"),
+            422,
+            "serving.max_samples",
+        ),
+        (
+            range(
+                r#"label_replace(x_count, "bad-name", "$1", "source", "(.*)")"#,
+                &s0,
+                &e0,
+                "60",
+            ),
+            422,
+            "destination label",
+        ),
+    ];
+    for (params, status, needle) in cases {
+        let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, b) = server.post_form("/api/v1/query_range", &p).await;
+        assert_eq!(s, status, "{params:?}: {b}");
+        assert_eq!(b["errorType"], "execution", "{params:?}");
         let msg = b["error"].as_str().unwrap();
         assert!(
             msg.contains(needle),

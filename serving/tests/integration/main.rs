@@ -7,6 +7,7 @@
 mod common;
 
 mod api;
+mod conformance;
 mod degraded;
 mod fuzz;
 mod merge;

@@ -12,7 +12,7 @@ use common::{Fixture, Series, Server, H};
 use strata_batch::archive::schema::ArchivedEvent;
 use strata_batch::archive::writer::Archive;
 use strata_batch::recompute::recompute;
-use strata_serving::results::{lookback_ms, window_steps};
+use strata_serving::results::{reach_ms, window_steps};
 use strata_shared::event::MetricEvent;
 use strata_testkit::{scrape, CuttableProxy};
 
@@ -139,10 +139,10 @@ fn cached_windows(
     covered: &BTreeSet<i64>,
 ) -> Vec<(i64, BTreeSet<i64>)> {
     let expr = promql_parser::parser::parse(query).unwrap();
-    let lookback = lookback_ms(&expr, step).unwrap();
+    let (lookback, after) = reach_ms(&expr, step).unwrap();
     let k = window_steps(step);
     let reads = |first: i64, last: i64| -> BTreeSet<i64> {
-        ((first - lookback).div_euclid(H)..=(last - 1).div_euclid(H))
+        ((first - lookback).div_euclid(H)..=(last + after - 1).div_euclid(H))
             .map(|h| h * H)
             .collect()
     };

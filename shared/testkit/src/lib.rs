@@ -5,9 +5,11 @@
 //! sum, min, max and quantiles per (series, minute) and per (series, hour) — that the tests, the
 //! benchmarks and the chaos run compare every layer with. The rest ([`kit`], re-exported here)
 //! starts and stops processes and servers of the local stack, finds free ports, reads
-//! `/metrics` pages and cuts network paths.
+//! `/metrics` pages and cuts network paths. [`promql`] holds the PromQL conformance dataset and
+//! the reference Prometheus it is compared with.
 
 pub mod gen;
 pub mod kit;
+pub mod promql;
 
 pub use kit::*;
