@@ -95,16 +95,8 @@ impl Acc {
                 let q = (self.count - 1.0) / self.count;
                 (self.mean, self.c) = kahan_inc(v / self.count, q * self.mean, q * self.c);
             }
-            T_MAX => {
-                if self.value < v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
-            T_MIN => {
-                if self.value > v || self.value.is_nan() {
-                    self.value = v;
-                }
-            }
+            T_MAX if self.value < v || self.value.is_nan() => self.value = v,
+            T_MIN if self.value > v || self.value.is_nan() => self.value = v,
             T_COUNT | T_COUNT_VALUES => self.count += 1.0,
             T_STDDEV | T_STDVAR => {
                 self.count += 1.0;

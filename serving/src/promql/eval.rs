@@ -313,3 +313,168 @@ fn system_ms(t: &SystemTime) -> i64 {
         Err(e) => -(e.duration().as_millis().min(i64::MAX as u128) as i64),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promql::{parse, MemorySource};
+    use crate::series::Labels;
+
+    const M: i64 = 60_000;
+
+    /// `n` series `m{i}` with a sample every minute for an hour.
+    fn source(n: usize) -> MemorySource {
+        let mut s = MemorySource::new();
+        for i in 0..n {
+            let labels = Labels::from([
+                ("__name__".to_owned(), "m".to_owned()),
+                ("i".to_owned(), i.to_string()),
+            ]);
+            s.add(labels, None, (0..=60).map(|k| (k * M, k as f64)).collect());
+        }
+        s
+    }
+
+    fn limits(series: usize, samples: usize, span_ms: i64) -> Limits {
+        Limits {
+            max_series: series,
+            max_samples: samples,
+            max_span_ms: span_ms,
+        }
+    }
+
+    async fn run(
+        src: &MemorySource,
+        l: Limits,
+        q: &str,
+        steps: Vec<i64>,
+    ) -> Result<Value, EvalError> {
+        let ev = Evaluator::new(src, l, steps, M);
+        ev.eval(&parse(q).unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn the_series_limit_counts_every_selector_of_the_query() {
+        let src = source(30);
+        let ok = run(
+            &src,
+            limits(60, 1_000_000, 86_400_000),
+            "m + m",
+            vec![30 * M],
+        )
+        .await;
+        assert!(ok.is_ok());
+        let err = run(
+            &src,
+            limits(59, 1_000_000, 86_400_000),
+            "m + m",
+            vec![30 * M],
+        )
+        .await;
+        assert!(matches!(err, Err(EvalError::Execution(m)) if m.contains("serving.max_series")));
+        // A subquery's selector counts too.
+        let err = run(
+            &src,
+            limits(29, 1_000_000, 86_400_000),
+            "max_over_time(m[10m:1m])",
+            vec![30 * M],
+        )
+        .await;
+        assert!(matches!(err, Err(EvalError::Execution(_))));
+    }
+
+    #[tokio::test]
+    async fn subqueries_and_ranges_stay_within_the_sample_limit() {
+        let src = source(10);
+        // 10 series × 11 minutes.
+        let q = "sum_over_time(m[11m])";
+        assert!(run(&src, limits(100, 110, 86_400_000), q, vec![60 * M])
+            .await
+            .is_ok());
+        assert!(run(&src, limits(100, 109, 86_400_000), q, vec![60 * M])
+            .await
+            .is_err());
+        // A subquery at a 1 s step over an hour would be 3,600 points per series.
+        let err = run(
+            &src,
+            limits(100, 1_000, 86_400_000),
+            "max_over_time(m[1h:1s])",
+            vec![60 * M],
+        )
+        .await;
+        assert!(matches!(err, Err(EvalError::Execution(m)) if m.contains("serving.max_samples")));
+    }
+
+    #[tokio::test]
+    async fn offsets_and_ranges_cannot_read_past_the_span_limit() {
+        let src = source(1);
+        let day = 86_400_000;
+        assert!(
+            run(
+                &src,
+                limits(10, 1_000_000, day),
+                "m offset 30d",
+                vec![60 * M]
+            )
+            .await
+            .is_ok(),
+            "an offset moves the read, it does not widen it"
+        );
+        let err = run(
+            &src,
+            limits(10, 1_000_000, day),
+            "max_over_time(m[2d])",
+            vec![60 * M],
+        )
+        .await;
+        assert!(matches!(err, Err(EvalError::Execution(m)) if m.contains("serving.max_range")));
+        let err = run(
+            &src,
+            limits(10, 1_000_000, day),
+            "max_over_time(max_over_time(m[1h])[2d:1h])",
+            vec![60 * M],
+        )
+        .await;
+        assert!(err.is_err(), "a subquery's inner reads count: {err:?}");
+    }
+
+    #[tokio::test]
+    async fn at_start_and_end_are_the_querys_not_the_parts() {
+        let src = source(1);
+        // A part of a longer query (points 10m..12m of a 0..20m query): @ end() is 20m.
+        let ev = Evaluator::new(
+            &src,
+            limits(10, 1_000, 86_400_000),
+            vec![10 * M, 11 * M, 12 * M],
+            M,
+        )
+        .with_query_range(0, 20 * M);
+        let Value::Vector(v) = ev.eval(&parse("m @ end()").unwrap()).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(v[0].values, vec![Some(20.0); 3]);
+    }
+
+    #[tokio::test]
+    async fn a_range_vector_is_an_answer_only_at_one_point() {
+        let src = source(1);
+        let one = run(&src, limits(10, 1_000, 86_400_000), "m[3m]", vec![10 * M])
+            .await
+            .unwrap();
+        let Value::Matrix(m) = one else {
+            panic!("{one:?}")
+        };
+        assert_eq!(
+            m[0].samples,
+            vec![(8 * M, 8.0), (9 * M, 9.0), (10 * M, 10.0)]
+        );
+        let many = run(
+            &src,
+            limits(10, 1_000, 86_400_000),
+            "m[3m]",
+            vec![10 * M, 11 * M],
+        )
+        .await;
+        assert!(matches!(many, Err(EvalError::BadData(m)) if m.contains("range vector")));
+    }
+}

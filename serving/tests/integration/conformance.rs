@@ -19,7 +19,7 @@ use strata_shared::Config;
 use strata_testkit::gen::truth::hour_start;
 use strata_testkit::promql::{events, minute_rows, write_openmetrics, ReferencePrometheus, Shape};
 
-use crate::common::{Fixture, H};
+use crate::common::{Fixture, Series, H};
 
 const M: i64 = 60_000;
 const DAY: i64 = 24 * H;
@@ -32,7 +32,7 @@ enum Answer {
     Error(u16, String),
     Scalar(f64),
     /// Series in the order given: labels and (ms, value) points.
-    Series(Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)>),
+    Series(Vec<Series>),
 }
 
 fn value(v: &Json) -> f64 {
