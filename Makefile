@@ -10,7 +10,7 @@ ifdef BALLISTA
 export STRATA__BATCH__ENGINE := ballista
 endif
 
-.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql
+.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql bench-promql
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -82,6 +82,9 @@ bench-scale: up ## one dashboard query on batch views of ~1M and ~50M minute row
 
 bench-dashboard: up ## the Grafana overview dashboard, 16 viewers refreshing at once (6 h and 7 d)
 	$(BENCH) --bench dashboard
+
+bench-promql: up ## dashboard and rule PromQL (6 h, 7 d, offset 1w, a [1d] median, a group_left join) vs a real Prometheus on the same samples (release build)
+	$(BENCH) --bench promql
 
 bench-sql: up ## a 1M-row SQL result over HTTP JSON, the PostgreSQL protocol and Arrow Flight SQL (release build)
 	$(BENCH) --bench sql

@@ -8,8 +8,42 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_testkit::gen::produce::{produce, Run};
-use strata_testkit::gen::{Format, Spec};
+use strata_testkit::gen::truth::hour_start;
+use strata_testkit::gen::{Format, Generator, Spec};
 use strata_tests::{promtool, root, Pipeline};
+
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+/// A week ago's traffic for the week-over-week panel: generated events around `now − 1w`,
+/// imported into the pipeline's lake (as `strata-batch import` does) and recomputed.
+async fn last_weeks_traffic(p: &Pipeline) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let spec = Spec {
+        base_time_ms: now - WEEK_MS + 10 * 60_000,
+        spread_ms: 40 * 60_000,
+        series: 60,
+        metrics: 3,
+        seed: 7,
+        ..Spec::default()
+    };
+    let file = p.dir.path().join("last-week.jsonl");
+    let lines: Vec<String> = Generator::new(spec)
+        .take(5_000)
+        .map(|m| serde_json::to_string(&m.event.expect("valid events only")).unwrap())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let mut cfg = p.cfg.clone();
+    cfg.validation.max_past = Duration::from_secs(30 * 86_400);
+    let report = strata_batch::import::import(&cfg, &[file.as_path()], now)
+        .await
+        .expect("import");
+    assert_eq!(report.imported, 5_000, "{report:?}");
+    let from = hour_start(now - WEEK_MS - 40 * 60_000);
+    let to = hour_start(now - WEEK_MS + 10 * 60_000) + 3_600_000;
+    strata_batch::recompute::recompute(&cfg, from, to)
+        .await
+        .expect("recompute a week ago");
+}
 
 /// The panels' expressions, with the dashboard variables as Grafana fills them.
 fn panel_queries() -> Vec<(String, String)> {
@@ -86,6 +120,7 @@ async fn every_dashboard_panel_returns_data_through_promtool() {
     let queries = panel_queries();
     assert!(queries.len() >= 6, "{queries:?}");
     let p = Pipeline::start("grafana", &[]).await.unwrap();
+    last_weeks_traffic(&p).await;
     // Demo-like load: live timestamps, a few duplicates, late and malformed messages.
     let kafka = p.cfg.kafka.clone();
     let stop = Arc::new(AtomicBool::new(false));
