@@ -143,6 +143,10 @@ pub async fn register_lake_tables(cfg: &Config, ctx: &SessionContext) -> Result<
                     .table_provider()
                     .await
                     .map_err(|e| SqlError::Lake(e.to_string()))?;
+                // A session's schema refuses a second table of one name: the newer version
+                // replaces the older (a refresh of a long-lived session).
+                ctx.deregister_table(name)
+                    .map_err(|e| SqlError::Lake(e.to_string()))?;
                 ctx.register_table(name, provider)
                     .map_err(|e| SqlError::Lake(e.to_string()))?;
             }
@@ -238,6 +242,38 @@ mod tests {
             .await
             .unwrap();
         (dir, cfg)
+    }
+
+    #[tokio::test]
+    async fn a_long_lived_session_sees_new_commits_when_refreshed() {
+        let (_dir, cfg) = lake_with_events().await;
+        let ctx = SessionContext::new();
+        register_lake_tables(&cfg, &ctx).await.unwrap();
+        let count = |ctx: SessionContext| async move {
+            let b = ctx
+                .sql("SELECT count(*) AS n FROM events")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            render(&b, OutputFormat::Csv).unwrap()
+        };
+        assert_eq!(count(ctx.clone()).await, "n\n3\n");
+        let more = vec![ArchivedEvent {
+            event: MetricEvent::new("e9", "cpu", 9.0, 1_764_000_000_009),
+            partition: 0,
+            offset: 3,
+        }];
+        let mut archive = Archive::open(&cfg).await.unwrap();
+        archive
+            .append(&more, &BTreeMap::from([(0, 3)]))
+            .await
+            .unwrap();
+        register_lake_tables(&cfg, &ctx)
+            .await
+            .expect("a refresh replaces the tables");
+        assert_eq!(count(ctx).await, "n\n4\n");
     }
 
     #[tokio::test]
