@@ -128,7 +128,8 @@ pub fn reach_ms(expr: &Expr, step_ms: i64) -> Option<(i64, i64)> {
                     return Err(());
                 }
                 let o = offset_ms(v.offset.as_ref());
-                see(o + width.max(MINUTE_MS), -o);
+                // A sample series looks back further than the window for its newest sample.
+                see(o + width.max(crate::promql::LOOKBACK_MS), -o);
             }
             Expr::MatrixSelector(m) => {
                 if m.vs.at.is_some() {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use strata_shared::stats::QUANTILES;
+use strata_shared::validate::{KIND_TAG, SAMPLE_KIND};
 
 /// Labels of one exposed series (tags, `source`, and `__name__` / `quantile` once exposed).
 pub type Labels = BTreeMap<String, String>;
@@ -26,11 +27,20 @@ pub struct SeriesInfo {
 }
 
 impl SeriesInfo {
-    /// Tags plus `source`.
+    /// Tags plus `source` (an empty source is no label, as Prometheus treats empty labels), the
+    /// kind tag left out.
     pub fn labels(&self) -> Labels {
         let mut l = self.tags.clone();
-        l.insert("source".into(), self.source.clone());
+        l.remove(KIND_TAG);
+        if !self.source.is_empty() {
+            l.insert("source".into(), self.source.clone());
+        }
         l
+    }
+
+    /// Whether it is a series of samples (shown by its newest), not of events.
+    pub fn is_sample(&self) -> bool {
+        self.tags.get(KIND_TAG).is_some_and(|k| k == SAMPLE_KIND)
     }
 }
 
@@ -52,6 +62,9 @@ pub enum Stat {
     Avg,
     /// The quantile family (`quantile` label).
     Quantile,
+    /// The newest sample, under the metric's own name (sample series only; not in
+    /// [`Stat::ALL`]).
+    Last,
 }
 
 impl Stat {
@@ -63,7 +76,7 @@ impl Stat {
             Stat::Min => "_min",
             Stat::Max => "_max",
             Stat::Avg => "_avg",
-            Stat::Quantile => "",
+            Stat::Quantile | Stat::Last => "",
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Bucket {
     pub quantiles: [f64; 4],
     /// The bucket's mergeable sketch (batch buckets).
     pub sketch: Option<Arc<Sketch>>,
+    /// The newest value and its time, Unix ms (`None` for rows written before Strata kept it).
+    pub last: Option<(i64, f64)>,
     /// Where it came from.
     pub layer: Layer,
 }
@@ -72,6 +74,21 @@ pub struct Agg {
     pub max: f64,
     /// p50, p90, p95, p99.
     pub quantiles: [f64; 4],
+    /// The newest value and its time (the newest of the buckets').
+    pub last: Option<(i64, f64)>,
+}
+
+/// The newer of two (time, value) pairs: the later, or at one time the larger value — the rule
+/// both layers write `last` by.
+pub fn newer(a: Option<(i64, f64)>, b: Option<(i64, f64)>) -> Option<(i64, f64)> {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            let later = y.0 > x.0 || (y.0 == x.0 && y.1.total_cmp(&x.1).is_gt());
+            Some(if later { y } else { x })
+        }
+        (x, None) => x,
+        (None, y) => y,
+    }
 }
 
 impl Agg {
@@ -95,8 +112,10 @@ pub fn aggregate(buckets: &[&Bucket], need: Need) -> Option<Agg> {
             Need::Quantiles => first.quantiles,
             Need::Totals => [f64::NAN; 4],
         },
+        last: None,
     };
     for b in &buckets {
+        agg.last = newer(agg.last, b.last);
         agg.count += b.count;
         agg.sum += b.sum;
         agg.min = agg.min.min(b.min);
@@ -228,6 +247,7 @@ mod tests {
             max: v[v.len() - 1],
             quantiles: QUANTILES.map(|q| quantile_cont(&v, q).unwrap()),
             sketch: Some(Arc::new(sketch)),
+            last: Some((end_ms - 1, values[values.len() - 1])),
             layer: Layer::Batch,
         }
     }

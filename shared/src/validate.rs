@@ -129,11 +129,26 @@ pub fn validate(e: &MetricEvent, limits: &Limits, now_ms: i64) -> Result<(), Rej
             max: limits.max_tags,
         });
     }
+    let sample = match e.tags.get(KIND_TAG).map(String::as_str) {
+        None => false,
+        Some(SAMPLE_KIND) => true,
+        Some(other) => {
+            return Err(Reject::BadTagValue {
+                key: KIND_TAG.into(),
+                problem: format!("{other:?} is not a kind Strata knows (only {SAMPLE_KIND:?})"),
+            })
+        }
+    };
     for (k, v) in &e.tags {
+        if k == KIND_TAG {
+            continue;
+        }
         if k.len() > limits.max_tag_key_len || !is_label_name(k) {
             return Err(Reject::BadTagKey(truncate(k)));
         }
-        if is_reserved_tag_key(k) {
+        // A sample series shows no Strata quantiles: its `quantile` label is its own (a
+        // Prometheus summary's).
+        if is_reserved_tag_key(k) && !(sample && k == "quantile") {
             return Err(Reject::ReservedTagKey(k.clone()));
         }
         if v.is_empty() {
@@ -181,6 +196,14 @@ pub fn is_label_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// The tag that marks a series of samples (a gauge's or a counter's values as a Prometheus
+/// client reports them: remote write, OTLP, StatsD gauges) rather than a stream of events.
+/// Such a series is exposed by its own name with the newest sample of a window (not as
+/// `_count`, `_sum`, … and quantiles of events), and may carry a `quantile` label of its own.
+pub const KIND_TAG: &str = "__kind__";
+/// The value of [`KIND_TAG`] on a sample series.
+pub const SAMPLE_KIND: &str = "sample";
+
 /// Tag keys Strata uses itself: `source` and `quantile` are labels of the exposed series, and
 /// `__`-prefixed names are Prometheus's and Strata's internal labels (e.g. `__overflow__`).
 pub fn is_reserved_tag_key(k: &str) -> bool {
@@ -197,6 +220,32 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_series_carry_their_kind_and_may_have_a_quantile_label() {
+        let now = 1_700_000_000_000;
+        let mut e = MetricEvent::new("e1", "rpc_duration_seconds", 0.5, now);
+        e.tags.insert("quantile".into(), "0.99".into());
+        assert_eq!(
+            validate(&e, &Limits::default(), now).unwrap_err().code(),
+            "reserved_tag_key",
+            "an event may not name a quantile: Strata computes them"
+        );
+        e.tags.insert(KIND_TAG.into(), SAMPLE_KIND.into());
+        assert!(validate(&e, &Limits::default(), now).is_ok());
+        e.tags.insert(KIND_TAG.into(), "histogram".into());
+        assert_eq!(
+            validate(&e, &Limits::default(), now).unwrap_err().code(),
+            "bad_tag_value"
+        );
+        e.tags.remove(KIND_TAG);
+        e.tags.remove("quantile");
+        e.tags.insert("__other__".into(), "x".into());
+        assert_eq!(
+            validate(&e, &Limits::default(), now).unwrap_err().code(),
+            "reserved_tag_key"
+        );
+    }
 
     const NOW: i64 = 1_750_000_000_000;
 

@@ -3,8 +3,8 @@
 //!
 //! One batch becomes one ClickHouse insert of one row (see
 //! `sql/clickhouse/002_speed_ingest_batch.sql`): arrays with one element per (series, minute) —
-//! count, sum, min, max and the values (ClickHouse folds them into a t-digest) — then one
-//! offset marker per partition. The marker covers every message up to that offset — counted,
+//! count, sum, min, max, the values (ClickHouse folds them into a t-digest) and the newest value
+//! with its time (what a sample series shows) — then one offset marker per partition. The marker covers every message up to that offset — counted,
 //! duplicate or dead-lettered alike.
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +40,14 @@ pub struct Cell {
     pub max: f64,
     /// Every value (ClickHouse builds the quantile state from them).
     pub values: Vec<f64>,
+    /// The newest value: (time in Unix ms, value); of two at one time, the larger value (so
+    /// that both layers pick the same).
+    pub last: (i64, f64),
+}
+
+/// Whether `(t, v)` is newer than `than` by the rule of [`Cell::last`].
+pub fn newer(t: i64, v: f64, than: (i64, f64)) -> bool {
+    t > than.0 || (t == than.0 && v.total_cmp(&than.1).is_gt())
 }
 
 /// The one row a batch is inserted as, into `speed_ingest_batch` (RowBinary, column order of
@@ -72,6 +80,10 @@ pub struct IngestBatch<'a> {
     pub values_per_row: Vec<&'a [f64]>,
     /// Last covered Kafka offset (markers) or -1 (rollups).
     pub kafka_offsets: Vec<i64>,
+    /// The newest value per row (0 for a marker).
+    pub last_values: Vec<f64>,
+    /// Its time, Unix ms, per row (0 for a marker).
+    pub last_times: Vec<i64>,
 }
 
 impl<'a> IngestBatch<'a> {
@@ -86,6 +98,7 @@ impl<'a> IngestBatch<'a> {
         (cnt, total, mn, mx): (u64, f64, f64, f64),
         vals: &'a [f64],
         kafka_offset: i64,
+        (last_ms, last): (i64, f64),
     ) {
         self.metric_names.push(metric_name);
         self.series_ids.push(series_id);
@@ -99,6 +112,8 @@ impl<'a> IngestBatch<'a> {
         self.maxes.push(mx);
         self.values_per_row.push(vals);
         self.kafka_offsets.push(kafka_offset);
+        self.last_values.push(last);
+        self.last_times.push(last_ms);
     }
 
     /// Rollup rows and markers in it.
@@ -138,7 +153,11 @@ impl Batch {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             values: Vec::new(),
+            last: (i64::MIN, f64::NAN),
         });
+        if newer(timestamp_ms, value, cell.last) {
+            cell.last = (timestamp_ms, value);
+        }
         cell.count += 1;
         cell.sum += value;
         cell.min = cell.min.min(value);
@@ -202,6 +221,8 @@ impl Batch {
             maxes: Vec::with_capacity(n),
             values_per_row: Vec::with_capacity(n),
             kafka_offsets: Vec::with_capacity(n),
+            last_values: Vec::with_capacity(n),
+            last_times: Vec::with_capacity(n),
         };
         for (&(id, minute), c) in &self.cells {
             let l = &self.labels[&id];
@@ -214,6 +235,7 @@ impl Batch {
                 (c.count, c.sum, c.min, c.max),
                 &c.values,
                 -1,
+                c.last,
             );
         }
         for (&p, &o) in &self.offsets {
@@ -226,6 +248,7 @@ impl Batch {
                 (0, 0.0, 0.0, 0.0),
                 &[],
                 o,
+                (0, 0.0),
             );
         }
         out
@@ -264,6 +287,7 @@ mod tests {
             (c.count, c.sum, c.min, c.max, c.values.clone()),
             (2, 1.0, -1.0, 2.0, vec![2.0, -1.0])
         );
+        assert_eq!(c.last, (179_999, -1.0), "the newest, not the largest");
         assert_eq!(b.cell(1, 180).unwrap().count, 1);
         assert_eq!(b.events(), 4);
         assert_eq!(b.rows(), 3 + 2);
@@ -312,8 +336,15 @@ mod tests {
             r.maxes.len(),
             r.values_per_row.len(),
             r.kafka_offsets.len(),
+            r.last_values.len(),
+            r.last_times.len(),
         ];
         assert!(lens.iter().all(|&n| n == 3), "{lens:?}");
+        assert_eq!((r.last_times[0], r.last_values[0]), (61_000, 3.0));
+        assert!(
+            newer(5, 1.0, (5, 0.5)) && !newer(5, 0.5, (5, 1.0)),
+            "ties: the larger value"
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@
 -- two arrays (not Map), no TTL (retention drops old partitions), ENGINE = X() PARTITION BY ... ORDER BY.
 -- {db} is replaced by the quoted database name from clickhouse.database.
 --
+-- `last` and `last_ms` (the newest sample of the minute, for sample series) came with 003, which
+-- says how an older table gains them.
+--
 -- Every column is either an aggregate state or part of the sorting key: a background merge
 -- collapses the rows of one sorting key, and a plain column outside it would keep an arbitrary
 -- value (current releases refuse such a table). source, tag_keys and tag_values are the series'
@@ -30,7 +33,9 @@ CREATE TABLE IF NOT EXISTS {db}.speed_rollup_1m
     mn           AggregateFunction(min, Float64),
     mx           AggregateFunction(max, Float64),
     q            AggregateFunction(quantilesTDigestArray(0.5, 0.9, 0.95, 0.99), Array(Float64)),
-    kafka_offset AggregateFunction(max, Int64)
+    kafka_offset AggregateFunction(max, Int64),
+    last         AggregateFunction(argMax, Float64, Int64),
+    last_ms      AggregateFunction(max, Int64)
 ) ENGINE = AggregatingMergeTree() PARTITION BY ingest_day
   ORDER BY (metric_name, series_id, minute, source, tag_keys, tag_values)
   PRIMARY KEY (metric_name, series_id, minute);

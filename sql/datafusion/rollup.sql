@@ -13,6 +13,8 @@
 -- sketch (sketch_keys, sketch_counts: logarithmic buckets with 1 % relative accuracy, see
 -- strata_shared::sketch), so that quantiles over windows of any width can be merged from minute
 -- rows. DataFusion 55's own percentile_cont interpolates off by up to ~1e-6 relative.
+-- `last` is the bucket's newest value (at `last_ms`; of two at one time, the larger), what a
+-- sample series (tag __kind__ = 'sample') shows — the same rule as the speed layer's.
 -- Changing this file and recomputing a range rewrites that range's history.
 WITH grouped AS (
     SELECT
@@ -22,13 +24,15 @@ WITH grouped AS (
         sum(value) AS sum,
         min(value) AS min,
         max(value) AS max,
-        strata_quantiles(value) AS q
+        strata_quantiles(value) AS q,
+        max(timestamp_ms) AS last_ms,
+        last_value(value ORDER BY timestamp_ms, value) AS last
     FROM deduped
     GROUP BY series_id, timestamp_ms - (timestamp_ms % {step_ms})
 )
 SELECT
     series_id, start_ms, count, sum, min, max,
     q['p50'] AS p50, q['p90'] AS p90, q['p95'] AS p95, q['p99'] AS p99,
-    q['sketch_keys'] AS sketch_keys, q['sketch_counts'] AS sketch_counts,
+    q['sketch_keys'] AS sketch_keys, q['sketch_counts'] AS sketch_counts, last, last_ms,
     to_char(to_timestamp_millis(start_ms), '%Y-%m-%d') AS event_date
 FROM grouped

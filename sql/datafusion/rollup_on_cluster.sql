@@ -11,6 +11,7 @@ WITH stamped AS (
     SELECT
         series_id,
         value,
+        timestamp_ms,
         timestamp_ms - (timestamp_ms % 60000) AS minute_ms,
         timestamp_ms - (timestamp_ms % 3600000) AS hour_ms
     FROM deduped
@@ -24,7 +25,9 @@ grouped AS (
         sum(value) AS sum,
         min(value) AS min,
         max(value) AS max,
-        strata_quantiles(value) AS q
+        strata_quantiles(value) AS q,
+        max(timestamp_ms) AS last_ms,
+        last_value(value ORDER BY timestamp_ms, value) AS last
     FROM stamped
     GROUP BY GROUPING SETS ((series_id, minute_ms), (series_id, hour_ms))
 )
@@ -32,6 +35,6 @@ SELECT
     CASE WHEN minute_ms IS NULL THEN 3600000 ELSE 60000 END AS step_ms,
     series_id, coalesce(minute_ms, hour_ms) AS start_ms, count, sum, min, max,
     q['p50'] AS p50, q['p90'] AS p90, q['p95'] AS p95, q['p99'] AS p99,
-    q['sketch_keys'] AS sketch_keys, q['sketch_counts'] AS sketch_counts,
+    q['sketch_keys'] AS sketch_keys, q['sketch_counts'] AS sketch_counts, last, last_ms,
     to_char(to_timestamp_millis(coalesce(minute_ms, hour_ms)), '%Y-%m-%d') AS event_date
 FROM grouped

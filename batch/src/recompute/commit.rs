@@ -113,6 +113,19 @@ pub async fn commit_tier(
         let rows = rows.sorted(&written)?;
         let n = rows.num_rows();
         let schema = rows.schema_ref();
+        if exists {
+            let missing = missing_columns(&table, &schema)?;
+            if !missing.is_empty() {
+                // A table of an earlier version: it gains the columns (nullable: its files
+                // have none) in a commit of their own, then the tier is committed as always.
+                tracing::info!(table = tier.table(), columns = ?missing, "adding columns");
+                let fields = missing
+                    .iter()
+                    .map(|(name, ty)| deltalake::kernel::StructField::new(*name, ty.clone(), true));
+                table.add_columns().with_fields(fields).await?;
+                continue;
+            }
+        }
         tracing::debug!(took = ?started.elapsed(), rows = n, "rows sorted for the commit");
         let info = RecomputeInfo {
             from_ms,
@@ -188,12 +201,35 @@ pub async fn commit_tier(
     }
 }
 
+/// Columns a later version of the rollup tables has that an earlier one lacks, with their
+/// Delta types.
+fn added_columns() -> [(&'static str, deltalake::kernel::DataType); 2] {
+    use deltalake::kernel::{DataType, PrimitiveType};
+    [
+        ("last", DataType::Primitive(PrimitiveType::Double)),
+        ("last_ms", DataType::Primitive(PrimitiveType::Long)),
+    ]
+}
+
+/// The [`added_columns`] the rows have and the table lacks.
+fn missing_columns(
+    table: &deltalake::DeltaTable,
+    rows: &arrow::datatypes::SchemaRef,
+) -> Result<Vec<(&'static str, deltalake::kernel::DataType)>, RecomputeError> {
+    let have = table.snapshot()?.schema();
+    Ok(added_columns()
+        .into_iter()
+        .filter(|(name, _)| rows.field_with_name(name).is_ok() && have.field(name).is_none())
+        .collect())
+}
+
 /// Columns whose values hardly repeat (the statistics and the sketch keys, floats and wide
 /// integers): written without a dictionary, which would hash every value to find none to share.
 /// The label columns, ids, bucket starts, counts and sketch counts repeat and keep theirs.
 /// (A list's values are `list.element` or `list.item` by who made the list's schema.)
-pub const NO_DICTIONARY: [&str; 9] = [
+pub const NO_DICTIONARY: [&str; 10] = [
     "sum",
+    "last",
     "min",
     "max",
     "p50",

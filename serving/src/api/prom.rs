@@ -405,6 +405,7 @@ pub async fn metadata(State(state): State<AppState>, p: Params) -> ApiResult<Jso
                 Stat::Min => ("gauge", format!("Smallest {m} value per window")),
                 Stat::Max => ("gauge", format!("Largest {m} value per window")),
                 Stat::Avg => ("gauge", format!("Mean {m} value per window")),
+                Stat::Last => ("gauge", format!("Newest sample of {m}")),
             };
             out.insert(name, json!([{"type": kind, "help": help, "unit": ""}]));
         }

@@ -22,6 +22,9 @@ use crate::source::batch::View;
 use crate::window::{aggregate, windows, Agg, Need};
 
 const MINUTE_MS: i64 = 60_000;
+/// How far back a plain selector of a sample series looks for its newest sample, whatever the
+/// window: Prometheus' default look-back.
+pub const LOOKBACK_MS: i64 = 5 * MINUTE_MS;
 
 /// The merged views as a [`SeriesSource`].
 pub struct EngineSource<'a> {
@@ -50,6 +53,7 @@ fn stat_value(a: &Agg, stat: Stat, quantile: usize) -> f64 {
         Stat::Max => a.max,
         Stat::Avg => a.avg(),
         Stat::Quantile => a.quantiles[quantile],
+        Stat::Last => a.last.map_or(f64::NAN, |l| l.1),
     }
 }
 
@@ -141,10 +145,17 @@ impl EngineSource<'_> {
         found.warnings.extend(warnings);
         for s in series {
             let base = exposed_base(&s.metric);
+            let sample = s.is_sample();
             for (b, stat) in &wanted {
                 if *b != base {
                     continue;
                 }
+                // A sample series shows its newest sample under its own name.
+                let stat = &if sample && *stat == Stat::Quantile {
+                    Stat::Last
+                } else {
+                    *stat
+                };
                 let exposed = exposed_name(&s.metric, *stat);
                 if !name_matchers.iter().all(|nm| nm.is_match(&exposed)) {
                     continue;
@@ -170,37 +181,33 @@ impl EngineSource<'_> {
     }
 }
 
-#[async_trait]
-impl SeriesSource for EngineSource<'_> {
-    async fn select(
-        &self,
-        selector: &VectorSelector,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Found<Vec<Exposed>> {
-        let span = minute_starts(from_ms, to_ms);
-        let mut found = Found::plain(Vec::new());
-        if span.1 <= span.0 {
-            return found;
-        }
-        let name = selector.name.as_deref();
-        let groups: Vec<&Vec<Matcher>> = if selector.matchers.or_matchers.is_empty() {
-            vec![&selector.matchers.matchers]
-        } else {
-            selector.matchers.or_matchers.iter().collect()
-        };
-        for group in groups {
-            self.resolve(name, group, span, &mut found).await;
-        }
-        // `{a="1" or b="2"}` may pick a series twice.
-        found.value.sort_by(|x, y| x.labels.cmp(&y.labels));
-        found.value.dedup_by(|x, y| x.labels == y.labels);
-        found.warnings.sort();
-        found.warnings.dedup();
-        found
-    }
+/// Indices of the sample series' newest samples and of the rest.
+fn split_last(series: &[Exposed]) -> (Vec<usize>, Vec<usize>) {
+    (0..series.len()).partition(|&i| series[i].stat == Some(Stat::Last))
+}
 
-    async fn windows(
+/// `parts` (each a subset's answers, by index into the whole) put back in order.
+fn reassemble<T>(n: usize, parts: Vec<(Vec<usize>, Found<Vec<T>>)>) -> Found<Vec<T>> {
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut out = Found::plain(Vec::new());
+    for (idx, found) in parts {
+        for (i, v) in idx.into_iter().zip(found.value) {
+            slots[i] = Some(v);
+        }
+        out.warnings.extend(found.warnings);
+        out.provenance.extend(found.provenance);
+    }
+    out.value = slots
+        .into_iter()
+        .map(|v| v.expect("every index answered"))
+        .collect();
+    out.warnings.sort();
+    out.warnings.dedup();
+    out
+}
+
+impl EngineSource<'_> {
+    async fn event_windows(
         &self,
         series: &[Exposed],
         times: &[i64],
@@ -251,7 +258,7 @@ impl SeriesSource for EngineSource<'_> {
         }
     }
 
-    async fn samples(
+    async fn event_samples(
         &self,
         series: &[Exposed],
         from_ms: i64,
@@ -291,6 +298,147 @@ impl SeriesSource for EngineSource<'_> {
             warnings: fetched.warnings,
             provenance: fetched.provenance,
         }
+    }
+
+    /// The newest samples of sample series at their own times (not their minutes' ends), in
+    /// `(from_ms, to_ms]`: a sample at `t` is in the bucket that ends after it.
+    async fn newest_samples(
+        &self,
+        series: &[Exposed],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Found<Vec<Vec<(i64, f64)>>> {
+        let (stored, at) = stored_of(series);
+        let range = to_ms + MINUTE_MS - from_ms;
+        let fetched = self
+            .engine
+            .fetch(
+                &self.view,
+                &stored,
+                &[to_ms + MINUTE_MS],
+                (range, range),
+                true,
+                Need::Totals,
+            )
+            .await;
+        let per_stored: Vec<Vec<(i64, f64)>> = fetched
+            .series
+            .iter()
+            .map(|(_, buckets)| {
+                let mut v: Vec<(i64, f64)> = buckets
+                    .iter()
+                    .filter_map(|b| b.last)
+                    .filter(|(t, _)| *t > from_ms && *t <= to_ms)
+                    .collect();
+                v.sort_by_key(|x| x.0);
+                v
+            })
+            .collect();
+        Found {
+            value: at.into_iter().map(|i| per_stored[i].clone()).collect(),
+            warnings: fetched.warnings,
+            provenance: fetched.provenance,
+        }
+    }
+}
+
+#[async_trait]
+impl SeriesSource for EngineSource<'_> {
+    async fn select(
+        &self,
+        selector: &VectorSelector,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Found<Vec<Exposed>> {
+        let span = minute_starts(from_ms, to_ms);
+        let mut found = Found::plain(Vec::new());
+        if span.1 <= span.0 {
+            return found;
+        }
+        let name = selector.name.as_deref();
+        let groups: Vec<&Vec<Matcher>> = if selector.matchers.or_matchers.is_empty() {
+            vec![&selector.matchers.matchers]
+        } else {
+            selector.matchers.or_matchers.iter().collect()
+        };
+        for group in groups {
+            self.resolve(name, group, span, &mut found).await;
+        }
+        // `{a="1" or b="2"}` may pick a series twice.
+        found.value.sort_by(|x, y| x.labels.cmp(&y.labels));
+        found.value.dedup_by(|x, y| x.labels == y.labels);
+        found.warnings.sort();
+        found.warnings.dedup();
+        found
+    }
+
+    async fn windows(
+        &self,
+        series: &[Exposed],
+        times: &[i64],
+        width_ms: i64,
+    ) -> Found<Vec<Vec<Option<Point>>>> {
+        let (last, events) = split_last(series);
+        let pick = |idx: &[usize]| idx.iter().map(|&i| series[i].clone()).collect::<Vec<_>>();
+        let mut parts = Vec::new();
+        if !events.is_empty() {
+            let found = self.event_windows(&pick(&events), times, width_ms).await;
+            parts.push((events, found));
+        }
+        if let (false, Some(&first), Some(&end)) = (last.is_empty(), times.first(), times.last()) {
+            // A sample series' value at t is its newest sample in (t − look-back, t], as in
+            // Prometheus, whatever the window.
+            let found = self
+                .newest_samples(&pick(&last), first - LOOKBACK_MS, end)
+                .await;
+            let value = found
+                .value
+                .iter()
+                .map(|samples| {
+                    times
+                        .iter()
+                        .map(|t| {
+                            let i = samples.partition_point(|s| s.0 <= *t);
+                            let (ts, v) = *samples.get(i.checked_sub(1)?)?;
+                            (ts > t - LOOKBACK_MS).then_some((ts, v))
+                        })
+                        .collect()
+                })
+                .collect();
+            parts.push((
+                last,
+                Found {
+                    value,
+                    warnings: found.warnings,
+                    provenance: found.provenance,
+                },
+            ));
+        }
+        reassemble(series.len(), parts)
+    }
+
+    async fn samples(
+        &self,
+        series: &[Exposed],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Found<Vec<Vec<(i64, f64)>>> {
+        let (last, events) = split_last(series);
+        let pick = |idx: &[usize]| idx.iter().map(|&i| series[i].clone()).collect::<Vec<_>>();
+        let mut parts = Vec::new();
+        if !events.is_empty() {
+            parts.push((
+                events.clone(),
+                self.event_samples(&pick(&events), from_ms, to_ms).await,
+            ));
+        }
+        if !last.is_empty() {
+            parts.push((
+                last.clone(),
+                self.newest_samples(&pick(&last), from_ms, to_ms).await,
+            ));
+        }
+        reassemble(series.len(), parts)
     }
 }
 

@@ -41,7 +41,7 @@ mod source;
 #[cfg(test)]
 mod script;
 
-pub use engine_source::EngineSource;
+pub use engine_source::{EngineSource, LOOKBACK_MS};
 pub use eval::{Evaluator, Limits};
 pub use memory::MemorySource;
 pub use source::{Exposed, Found, SeriesSource};

@@ -113,7 +113,10 @@ impl Evaluator<'_> {
     ) -> Result<Value, EvalError> {
         let shifted = self.shifted(grid, vs.at.as_ref(), vs.offset.as_ref())?;
         let (reads, at) = distinct(&shifted);
-        let series = self.selection(vs, &reads, grid.width_ms).await?;
+        // A sample series answers with its newest sample of the look-back, which may lie
+        // before the window: pick the series that have one.
+        let reach = grid.width_ms.max(super::engine_source::LOOKBACK_MS);
+        let series = self.selection(vs, &reads, reach).await?;
         if series.is_empty() {
             return Ok(Value::Vector(Vec::new()));
         }

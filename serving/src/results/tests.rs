@@ -9,7 +9,8 @@ fn expr(q: &str) -> Expr {
 #[test]
 fn the_reach_is_the_widest_window_read_moved_by_offsets() {
     assert_eq!(reach_ms(&expr("1 + 1"), 60_000), None);
-    assert_eq!(reach_ms(&expr("m_count"), 60_000), Some((120_000, 0)));
+    // A plain selector reaches back five minutes (a sample series' look-back), or its step.
+    assert_eq!(reach_ms(&expr("m_count"), 60_000), Some((360_000, 0)));
     assert_eq!(reach_ms(&expr("m_count"), 600_000), Some((660_000, 0)));
     assert_eq!(
         reach_ms(
@@ -25,11 +26,11 @@ fn the_reach_is_the_widest_window_read_moved_by_offsets() {
     // An offset moves the read back; a negative one reads after the point.
     assert_eq!(
         reach_ms(&expr("m_count offset 1h"), 60_000),
-        Some((HOUR_MS + 120_000, 0))
+        Some((HOUR_MS + 360_000, 0))
     );
     assert_eq!(
         reach_ms(&expr("m_count offset -1h"), 60_000),
-        Some((120_000 - HOUR_MS, HOUR_MS))
+        Some((360_000 - HOUR_MS, HOUR_MS))
     );
     // A subquery widens what its inside reads by its range (the inside's windows are its step).
     assert_eq!(

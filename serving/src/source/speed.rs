@@ -83,6 +83,8 @@ struct WindowRow {
     lo: f64,
     hi: f64,
     qs: Vec<f64>,
+    lv: f64,
+    lt: i64,
 }
 
 /// `ingest_day >= … AND ((minute >= a AND minute < b) OR …)` for ms ranges (integers only).
@@ -222,7 +224,7 @@ impl SpeedSource {
             "SELECT series_id, \
                 intDiv(toInt64(toUInt32(minute)) * 1000 + {MINUTE_MS} - ({start_ms}) + {step_ms} - 1, {step_ms}) AS k, \
                 sumMerge(cnt) AS c, sumMerge(total) AS s, minMerge(mn) AS lo, maxMerge(mx) AS hi, \
-                {quantiles} AS qs \
+                {quantiles} AS qs, argMaxMerge(last) AS lv, maxMerge(last_ms) AS lt \
              FROM {TABLE} WHERE metric_name = ? AND series_id IN ({}) AND {} \
              GROUP BY series_id, k",
             ids.join(","),
@@ -286,6 +288,8 @@ fn to_buckets(rows: Vec<WindowRow>, (start_ms, step_ms): (i64, i64)) -> HashMap<
             max: r.hi,
             quantiles,
             sketch: None,
+            // Rows written before Strata kept the newest sample have none (an empty state).
+            last: (r.lt > 0).then_some((r.lt, r.lv)),
             layer: Layer::Speed,
         });
     }

@@ -14,12 +14,31 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "002_speed_ingest_batch.sql",
         include_str!("../../../sql/clickhouse/002_speed_ingest_batch.sql"),
     ),
+    (
+        "003_speed_last_sample.sql",
+        include_str!("../../../sql/clickhouse/003_speed_last_sample.sql"),
+    ),
+];
+
+/// Columns a rollup table of an earlier version lacks, added before the migration that needs
+/// them (ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`): (before file, column, type).
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    (
+        "003_speed_last_sample.sql",
+        "last",
+        "AggregateFunction(argMax, Float64, Int64)",
+    ),
+    (
+        "003_speed_last_sample.sql",
+        "last_ms",
+        "AggregateFunction(max, Int64)",
+    ),
 ];
 
 /// The rollup table's name.
 pub const ROLLUP_TABLE: &str = "speed_rollup_1m";
-/// The insert target's name: one row per batch.
-pub const INGEST_TABLE: &str = "speed_ingest_batch";
+/// The insert target's name: one row per batch (003's, with the newest sample of each row).
+pub const INGEST_TABLE: &str = "speed_ingest_batch_v2";
 
 /// The statements of one migration file for database `db`: comments dropped, split on `;`.
 pub fn statements(sql: &str, db: &str) -> Vec<String> {
@@ -44,6 +63,9 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<(), clickhouse::error::Er
     })?;
     let client = server_client(cfg);
     for (name, sql) in MIGRATIONS {
+        for (_, column, ty) in ADDED_COLUMNS.iter().filter(|(before, ..)| before == name) {
+            add_column(&client, &cfg.database, column, ty).await?;
+        }
         for stmt in statements(sql, &cfg.database) {
             tracing::debug!(
                 migration = name,
@@ -54,6 +76,44 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<(), clickhouse::error::Er
         }
     }
     Ok(())
+}
+
+/// Adds `column` to the rollup table unless it has it; a concurrent migration that added it
+/// first is no error.
+async fn add_column(
+    client: &clickhouse::Client,
+    db: &str,
+    column: &str,
+    ty: &str,
+) -> Result<(), clickhouse::error::Error> {
+    let has = || async {
+        client
+            .query(
+                "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(db)
+            .bind(ROLLUP_TABLE)
+            .bind(column)
+            .fetch_one::<u64>()
+            .await
+    };
+    if has().await? > 0 {
+        return Ok(());
+    }
+    let stmt = format!(
+        "ALTER TABLE {}.{ROLLUP_TABLE} ADD COLUMN {} {ty}",
+        quote_identifier(db),
+        quote_identifier(column)
+    );
+    tracing::info!(column, "adding a column to {ROLLUP_TABLE}");
+    match client.query(&stmt).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if has().await? > 0 => {
+            tracing::debug!(error = %e, "added meanwhile by another migration");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

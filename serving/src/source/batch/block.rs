@@ -26,6 +26,8 @@ use crate::window::{Bucket, Layer};
 pub const TOTALS: [&str; 6] = ["series_id", "start_ms", "count", "sum", "min", "max"];
 /// The quantile columns.
 pub const QUANTILES: [&str; 6] = ["p50", "p90", "p95", "p99", "sketch_keys", "sketch_counts"];
+/// The newest sample of each row, where the table has it.
+pub const LAST: [&str; 2] = ["last", "last_ms"];
 /// The label columns (hour tier).
 pub const LABELS: [&str; 3] = ["metric_name", "source", "tags"];
 
@@ -65,6 +67,8 @@ pub struct Rows {
     max: Vec<f64>,
     quantiles: Option<Vec<[f64; 4]>>,
     sketches: Option<Sketches>,
+    /// The newest sample of each row (time, value), where the files have it.
+    last: Option<Vec<Option<(i64, f64)>>>,
     /// Labels of each series (hour tier), in `series` order.
     labels: Option<Vec<Arc<SeriesInfo>>>,
 }
@@ -149,6 +153,19 @@ impl Rows {
         }
         if b.column_by_name("tags").is_some() {
             rows.labels = Some(labels(&b, &first_rows, &rows.series)?);
+        }
+        if b.column_by_name("last").is_some() && b.column_by_name("last_ms").is_some() {
+            let v = column(&b, "last", &DataType::Float64)?;
+            let t = column(&b, "last_ms", &DataType::Int64)?;
+            let (v, t) = (
+                v.as_primitive::<Float64Type>(),
+                t.as_primitive::<Int64Type>(),
+            );
+            rows.last = Some(
+                (0..n)
+                    .map(|r| (!v.is_null(r) && !t.is_null(r)).then(|| (t.value(r), v.value(r))))
+                    .collect(),
+            );
         }
         Ok(rows)
     }
@@ -260,6 +277,7 @@ impl Rows {
             max: self.max[r],
             quantiles: q,
             sketch,
+            last: self.last.as_ref().and_then(|l| l[r]),
             layer: Layer::Batch,
         }
     }
@@ -274,9 +292,11 @@ impl Rows {
             max: f64::NEG_INFINITY,
             quantiles: [f64::NAN; 4],
             sketch: None,
+            last: None,
             layer: Layer::Batch,
         };
         for &r in rows {
+            b.last = crate::window::newer(b.last, self.last.as_ref().and_then(|l| l[r]));
             b.count += self.count[r];
             b.sum += self.sum[r];
             b.min = b.min.min(self.min[r]);
@@ -444,7 +464,8 @@ impl Weigh for Block {
                     + v(r.count.capacity(), 8)
                     + v(r.sum.capacity(), 8)
                     + v(r.min.capacity(), 8)
-                    + v(r.max.capacity(), 8);
+                    + v(r.max.capacity(), 8)
+                    + r.last.as_ref().map_or(0, |l| v(l.capacity(), 24));
                 if let Some(q) = &r.quantiles {
                     w += v(q.capacity(), 32);
                 }

@@ -105,23 +105,34 @@ pub(super) async fn load(
             ..
         } => (Tier::Hour, metric, *day, day + DAY_MS, *quantiles),
     };
-    let batches = read()
-        .await?
+    let df = read().await?;
+    let cols = columns(tier, quantiles, df.schema());
+    let batches = df
         .filter(
             col("metric_name")
                 .eq(lit(metric.as_ref()))
                 .and(col("start_ms").gt_eq(lit(from)))
                 .and(col("start_ms").lt(lit(to))),
         )?
-        .select_columns(&columns(tier, quantiles))?
+        .select_columns(&cols)?
         .collect()
         .await?;
     Ok(Block::Rows(Rows::from_batches(&batches)?))
 }
 
-/// The columns a block of `tier` reads.
-fn columns(tier: Tier, quantiles: bool) -> Vec<&'static str> {
+/// The columns a block of `tier` reads, of those `schema` has (files of an earlier version have
+/// no newest sample).
+fn columns(
+    tier: Tier,
+    quantiles: bool,
+    schema: &datafusion::common::DFSchema,
+) -> Vec<&'static str> {
     let mut columns: Vec<&str> = block::TOTALS.to_vec();
+    columns.extend(
+        block::LAST
+            .iter()
+            .filter(|c| schema.has_column_with_unqualified_name(c)),
+    );
     if quantiles {
         columns.extend(block::QUANTILES);
     }
@@ -148,16 +159,18 @@ pub(super) async fn minute_hours(
     if files.is_empty() {
         return Ok(out);
     }
-    let batches = ctx
+    let df = ctx
         .read_parquet(files, ParquetReadOptions::default())
-        .await?
+        .await?;
+    let cols = columns(Tier::Minute, quantiles, df.schema());
+    let batches = df
         .filter(
             col("metric_name")
                 .eq(lit(metric))
                 .and(col("start_ms").gt_eq(lit(*from)))
                 .and(col("start_ms").lt(lit(last + HOUR_MS))),
         )?
-        .select_columns(&columns(Tier::Minute, quantiles))?
+        .select_columns(&cols)?
         .collect()
         .await?;
     let Some(first) = batches.first() else {
