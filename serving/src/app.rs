@@ -223,8 +223,12 @@ async fn not_found() -> ApiError {
     ApiError::new(ErrorType::NotFound, "no such endpoint")
 }
 
-/// The router of every endpoint (the telemetry routes merged in).
-pub fn router(state: AppState, telemetry: &Telemetry) -> Router {
+/// The router of every endpoint (the telemetry routes and, when on, the receivers merged in).
+pub fn router(
+    state: AppState,
+    telemetry: &Telemetry,
+    ingest: Option<crate::ingest::Ingest>,
+) -> Router {
     let prom_routes = Router::new()
         .route("/api/v1/query", get(prom::query).post(prom::query))
         .route(
@@ -250,12 +254,59 @@ pub fn router(state: AppState, telemetry: &Telemetry) -> Router {
     if state.cfg.serving.auth_all {
         api = api.route_layer(middleware::from_fn_with_state(state.clone(), guard));
     }
-    api.merge(admin_routes)
+    let mut app = api
+        .merge(admin_routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.cfg.serving.max_body_bytes))
         .layer(middleware::map_response(close_after_too_large))
-        .with_state(state)
-        .merge(telemetry.router())
+        .with_state(state.clone())
+        .merge(telemetry.router());
+    if let Some(ingest) = ingest {
+        // Writes are guarded as the admin endpoints are: the token, or loopback only.
+        app = app.merge(
+            crate::ingest::router(ingest)
+                .route_layer(middleware::from_fn_with_state(state, guard))
+                .layer(middleware::map_response(close_after_too_large)),
+        );
+    }
+    app
+}
+
+/// The receivers of standard producers (remote write, OTLP, StatsD) and their listeners.
+async fn start_ingest(
+    cfg: &Arc<Config>,
+    telemetry: &Telemetry,
+) -> Result<Option<crate::ingest::Ingest>, crate::Error> {
+    use crate::ingest::{statsd::Statsd, Ingest, IngestMetrics, Publisher};
+    let ic = &cfg.ingest;
+    let udp = ic.statsd_udp_listen.as_str();
+    if !ic.http_enabled && udp.is_empty() && ic.statsd_tcp_listen.is_empty() {
+        return Ok(None);
+    }
+    let publisher =
+        Publisher::new(cfg).map_err(|e| crate::Error::Listen(format!("kafka producer: {e}")))?;
+    let ingest = Ingest {
+        cfg: Arc::new(ic.clone()),
+        publisher: Arc::new(publisher),
+        metrics: IngestMetrics::new(&telemetry.registry)?,
+    };
+    if !udp.is_empty() || !ic.statsd_tcp_listen.is_empty() {
+        let statsd = Arc::new(Statsd::new(ingest.clone()));
+        if !udp.is_empty() {
+            let addr: SocketAddr = udp.parse().expect("validated at load");
+            let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|e| {
+                crate::Error::Listen(format!("{addr} (ingest.statsd_udp_listen): {e}"))
+            })?;
+            tracing::info!(%addr, "StatsD (UDP) listening");
+            tokio::spawn(statsd.clone().serve_udp(socket));
+        }
+        if let Some(tcp) = bind_optional(&ic.statsd_tcp_listen, "ingest.statsd_tcp_listen").await? {
+            tracing::info!(addr = %ic.statsd_tcp_listen, "StatsD (TCP) listening");
+            tokio::spawn(statsd.clone().serve_tcp(tcp));
+        }
+        tokio::spawn(statsd.flush_loop());
+    }
+    Ok(ic.http_enabled.then_some(ingest))
 }
 
 /// A 413 is sent before the body is read, so the server drops the connection after it: say so
@@ -296,7 +347,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| crate::Error::Listen(format!("{addr}: {e}")))?;
-    let app = router(state, &telemetry);
+    let ingest = start_ingest(&cfg, &telemetry).await?;
+    let app = router(state, &telemetry, ingest);
     // The SQL protocols: bound now (a taken port stops start-up), served once the lake is read.
     let pg = bind_optional(&cfg.serving.pg_listen, "serving.pg_listen").await?;
     let flight = bind_optional(&cfg.serving.flight_listen, "serving.flight_listen").await?;

@@ -9,6 +9,9 @@
 //! ([`source::speed`]) → [`window`] re-aggregates buckets into the query's
 //! windows. [`app`] wires the router, auth, limits and self-metrics.
 //!
+//! Standard producers write in through [`ingest`] (Prometheus remote write, OTLP/HTTP, StatsD),
+//! which publishes to Kafka like any producer.
+//!
 //! SQL over the archive also comes in over the PostgreSQL protocol ([`pg`]) and Arrow Flight SQL
 //! ([`flight`]), both on one shared read-only session ([`archive`]).
 
@@ -17,6 +20,7 @@ pub mod app;
 pub mod archive;
 pub mod cache;
 pub mod flight;
+pub mod ingest;
 pub mod merge;
 pub mod pg;
 pub mod promql;

@@ -95,6 +95,10 @@ pub enum Reject {
     /// `source` is too long or has control characters.
     #[error("bad source: {0}")]
     BadSource(String),
+
+    /// A StatsD line that cannot be read (`name:value|type[|@rate][|#tags]`).
+    #[error("bad StatsD line: {0}")]
+    BadStatsd(String),
 }
 
 impl Reject {
@@ -117,6 +121,7 @@ impl Reject {
         "bad_tag_value",
         "too_many_tags",
         "bad_source",
+        "bad_statsd",
     ];
 
     /// The stable machine-readable reason code (the DLQ `strata.reason` header).
@@ -144,6 +149,7 @@ impl Reject {
             Reject::BadTagValue { .. } => "bad_tag_value",
             Reject::TooManyTags { .. } => "too_many_tags",
             Reject::BadSource(_) => "bad_source",
+            Reject::BadStatsd(_) => "bad_statsd",
         }
     }
 }
@@ -184,6 +190,7 @@ mod tests {
             },
             Reject::TooManyTags { count: 2, max: 1 },
             Reject::BadSource(String::new()),
+            Reject::BadStatsd(String::new()),
         ];
         let codes: Vec<_> = samples.iter().map(Reject::code).collect();
         assert_eq!(codes, Reject::CODES);

@@ -50,7 +50,7 @@ pub fn newer(t: i64, v: f64, than: (i64, f64)) -> bool {
     t > than.0 || (t == than.0 && v.total_cmp(&than.1).is_gt())
 }
 
-/// The one row a batch is inserted as, into `speed_ingest_batch` (RowBinary, column order of
+/// The one row a batch is inserted as, into `speed_ingest_batch_v2` (RowBinary, column order of
 /// the table): element `i` of every array is rollup row `i`.
 #[derive(Debug, Default, clickhouse::Row, Serialize)]
 pub struct IngestBatch<'a> {

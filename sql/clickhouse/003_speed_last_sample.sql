@@ -10,9 +10,14 @@
 --   last_ms AggregateFunction(max, Int64)
 --
 -- A batch now goes through speed_ingest_batch_v2 (002's columns, then the newest value and time
--- of each row) and its view. 002's table and view stay for writers of an earlier version that
--- may still run during an upgrade: their rows have no newest sample, and merge with those that
--- have (an empty state loses every argMax).
+-- of each row) and its view; 002's table and view are dropped (a view must give every column of
+-- its target, so the old one cannot feed the wider table). A strata-speed of an earlier version
+-- still running during an upgrade then fails its inserts and retries or stops: nothing of its
+-- batches is written, so nothing is lost or counted twice — the new version reads them again.
+
+DROP TABLE IF EXISTS {db}.speed_rollup_1m_batch_mv;
+
+DROP TABLE IF EXISTS {db}.speed_ingest_batch;
 
 CREATE TABLE IF NOT EXISTS {db}.speed_ingest_batch_v2
 (

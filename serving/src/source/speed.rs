@@ -82,9 +82,9 @@ struct WindowRow {
     s: f64,
     lo: f64,
     hi: f64,
-    qs: Vec<f64>,
     lv: f64,
     lt: i64,
+    qs: Vec<f64>,
 }
 
 /// `ingest_day >= … AND ((minute >= a AND minute < b) OR …)` for ms ranges (integers only).
@@ -224,7 +224,7 @@ impl SpeedSource {
             "SELECT series_id, \
                 intDiv(toInt64(toUInt32(minute)) * 1000 + {MINUTE_MS} - ({start_ms}) + {step_ms} - 1, {step_ms}) AS k, \
                 sumMerge(cnt) AS c, sumMerge(total) AS s, minMerge(mn) AS lo, maxMerge(mx) AS hi, \
-                {quantiles} AS qs, argMaxMerge(last) AS lv, maxMerge(last_ms) AS lt \
+                argMaxMerge(last) AS lv, maxMerge(last_ms) AS lt, {quantiles} AS qs \
              FROM {TABLE} WHERE metric_name = ? AND series_id IN ({}) AND {} \
              GROUP BY series_id, k",
             ids.join(","),

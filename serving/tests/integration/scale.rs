@@ -426,7 +426,8 @@ async fn clickhouse_reads_only_the_partitions_of_the_range_and_enforces_the_time
          emptyArrayString(), emptyArrayString(), toDate(toDateTime({old})), \
          sumState(toUInt64(1)), sumState(toFloat64(1)), minState(toFloat64(1)), \
          maxState(toFloat64(1)), quantilesTDigestArrayState(0.5, 0.9, 0.95, 0.99)([toFloat64(1)]), \
-         maxState(toInt64(0)) FROM numbers(50000) GROUP BY number"
+         maxState(toInt64(0)), argMaxState(toFloat64(1), toInt64(0)), maxState(toInt64(0)) \
+         FROM numbers(50000) GROUP BY number"
     ))
     .execute()
     .await

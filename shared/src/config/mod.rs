@@ -39,6 +39,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// The serving layer (`strata-serving`).
     pub serving: ServingConfig,
+    /// The receivers of standard producers (remote write, OTLP, StatsD) in `strata-serving`.
+    pub ingest: IngestConfig,
 }
 
 /// `[kafka]`: the broker, the topics and raw librdkafka options.
@@ -465,6 +467,7 @@ impl Config {
         }
         self.batch.validate()?;
         self.serving.validate()?;
+        self.ingest.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return Err(ConfigError::key(
                 "telemetry.log_level",
@@ -492,8 +495,10 @@ fn is_topic_name(s: &str) -> bool {
 }
 
 mod batch;
+mod ingest;
 mod serving;
 pub use batch::{BatchConfig, Engine};
+pub use ingest::IngestConfig;
 pub use serving::ServingConfig;
 
 #[cfg(test)]

@@ -37,7 +37,8 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 
 /// The rollup table's name.
 pub const ROLLUP_TABLE: &str = "speed_rollup_1m";
-/// The insert target's name: one row per batch (003's, with the newest sample of each row).
+/// The insert target's name: one row per batch (003's, with the newest sample of each row;
+/// 002's `speed_ingest_batch` is dropped by 003).
 pub const INGEST_TABLE: &str = "speed_ingest_batch_v2";
 
 /// The statements of one migration file for database `db`: comments dropped, split on `;`.

@@ -1,7 +1,7 @@
 //! Writes a [`Batch`] to ClickHouse as one insert, and reads back what is already there.
 //!
 //! ## Why a batch is written exactly once
-//! - One batch is one `INSERT` of one row into `speed_ingest_batch` (arrays, one element per
+//! - One batch is one `INSERT` of one row into `speed_ingest_batch_v2` (arrays, one element per
 //!   rollup row), which the materialized view unfolds into one part of `speed_rollup_1m` (the
 //!   partition key, the ingest day, is constant within the row). A part appears whole or not at
 //!   all — and a body cut short (the client killed mid-request) is an unparsable row, not a

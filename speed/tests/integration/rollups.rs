@@ -262,8 +262,9 @@ async fn retention_drops_only_partitions_past_the_limit() {
     // Three ingest days: 200 days ago, 91 days ago, today.
     for days_ago in [200u32, 91, 0] {
         c.query(&format!(
-            "INSERT INTO speed_ingest_batch SELECT today() - {days_ago}, ['m'], [toUInt64(1)], [now()], ['s'], \
-             [emptyArrayString()], [emptyArrayString()], [toUInt64(1)], [1.0], [1.0], [1.0], [[1.0]], [toInt64(-1)]"
+            "INSERT INTO speed_ingest_batch_v2 SELECT today() - {days_ago}, ['m'], [toUInt64(1)], [now()], ['s'], \
+             [emptyArrayString()], [emptyArrayString()], [toUInt64(1)], [1.0], [1.0], [1.0], [[1.0]], [toInt64(-1)], \
+             [1.0], [toInt64(1)]"
         ))
         .execute()
         .await
