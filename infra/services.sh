@@ -37,6 +37,11 @@ if [ "${STRATA__BATCH__ENGINE:-embedded}" = ballista ]; then
   SERVICES=("${CLUSTER[@]}" "${SERVICES[@]}")
 fi
 
+# StatsD is off by default (replicas on one host would fight over its port); the local services
+# receive it at the usual ports.
+export STRATA__INGEST__STATSD_UDP_LISTEN=${STRATA__INGEST__STATSD_UDP_LISTEN:-127.0.0.1:8125}
+export STRATA__INGEST__STATSD_TCP_LISTEN=${STRATA__INGEST__STATSD_TCP_LISTEN:-127.0.0.1:8126}
+
 log() { printf '[services] %s\n' "$*" >&2; }
 
 # The binary a service runs.

@@ -28,9 +28,11 @@ pub struct IngestConfig {
     /// OTLP resource attributes copied onto every series as labels (dots become `_`), besides
     /// `service.name`/`service.namespace` (→ `job`) and `service.instance.id` (→ `instance`).
     pub otlp_resource_attributes: Vec<String>,
-    /// StatsD over UDP (`ip:port`). Empty: off.
+    /// StatsD over UDP (`ip:port`, e.g. `127.0.0.1:8125`). Empty (the default): off, so that
+    /// replicas on one host do not fight over the port; turn it on where StatsD clients send.
     pub statsd_udp_listen: String,
-    /// StatsD over TCP, one line per metric (`ip:port`). Empty: off.
+    /// StatsD over TCP, one line per metric (`ip:port`, e.g. `127.0.0.1:8126`). Empty (the
+    /// default): off.
     pub statsd_tcp_listen: String,
     /// How often StatsD counters, timings and gauges are published (StatsD's flush interval).
     #[serde(with = "humantime_serde")]
@@ -46,8 +48,8 @@ impl Default for IngestConfig {
             publish_timeout: Duration::from_secs(30),
             max_in_flight: 500_000,
             otlp_resource_attributes: Vec::new(),
-            statsd_udp_listen: "127.0.0.1:8125".into(),
-            statsd_tcp_listen: "127.0.0.1:8126".into(),
+            statsd_udp_listen: String::new(),
+            statsd_tcp_listen: String::new(),
             statsd_flush_interval: Duration::from_secs(10),
         }
     }
