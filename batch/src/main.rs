@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use strata_batch::dead_letters::replay::{self, Selection};
 use strata_batch::jobs::{JobQueue, Trigger};
 use strata_batch::recompute::{Phase, Tier};
 use strata_batch::sql::{render, Limits, OutputFormat, SqlSession};
@@ -62,6 +63,11 @@ enum Command {
     /// Show what the batch views cover: covered hours, the time boundary, and dirty hours (changed
     /// since their last recompute).
     Status,
+    /// The dead letters kept in the lake (table `dead_letters`): list, show, replay after a fix.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+    },
     /// Run an Apache DataFusion Ballista scheduler or executor with Strata's functions and the
     /// lake's object stores, for `batch.engine = "ballista"`.
     Ballista {
@@ -83,6 +89,55 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Count the dead letters by reason (first and last refusal), then list them, oldest first.
+    List {
+        #[command(flatten)]
+        selection: SelectionArgs,
+        /// Most dead letters listed after the counts.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one dead letter: every column and its payload.
+    Show {
+        /// PARTITION:OFFSET of the dead-letter topic, as `list` prints it.
+        key: String,
+    },
+    /// Re-validate the selection with today's configuration and produce the valid ones to
+    /// `kafka.topic` as they were (same event id: a replay run twice counts each once).
+    Replay {
+        #[command(flatten)]
+        selection: SelectionArgs,
+        /// Only re-validate and report; produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct SelectionArgs {
+    /// Only this reason code (e.g. too_many_tags).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Refused at or after: RFC 3339 or Unix milliseconds.
+    #[arg(long, value_parser = parse_time)]
+    from: Option<i64>,
+    /// Refused before, same forms.
+    #[arg(long, value_parser = parse_time)]
+    to: Option<i64>,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            reason: self.reason.clone(),
+            from_ms: self.from,
+            to_ms: self.to,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -159,6 +214,100 @@ async fn prompt(session: &SqlSession, format: OutputFormat) -> bool {
         }
     }
     ok
+}
+
+fn time_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+async fn dead_letters(
+    cfg: &Config,
+    command: DeadLettersCommand,
+) -> Result<(), strata_batch::dead_letters::DeadLetterError> {
+    match command {
+        DeadLettersCommand::List { selection, limit } => {
+            let rows = replay::select(cfg, &selection.selection()).await?;
+            println!(
+                "{:<24} {:>8}  {:<24}  {:<24}",
+                "reason", "count", "first", "last"
+            );
+            for (reason, (n, first, last)) in replay::by_reason(&rows) {
+                println!(
+                    "{reason:<24} {n:>8}  {:<24}  {:<24}",
+                    time_text(first),
+                    time_text(last)
+                );
+            }
+            println!();
+            for d in rows.iter().take(limit) {
+                let text = String::from_utf8_lossy(&d.payload);
+                let preview: String = text.chars().take(60).collect();
+                println!(
+                    "{:<10} {}  {:<20} {}  {preview:?}",
+                    d.key(),
+                    time_text(d.rejected_at_ms),
+                    d.reason,
+                    d.origin_topic
+                );
+            }
+            if rows.len() > limit {
+                println!("… {} more (--limit)", rows.len() - limit);
+            }
+        }
+        DeadLettersCommand::Show { key } => {
+            let d = replay::show(cfg, &key).await?;
+            println!("dead letter   {}", d.key());
+            println!("reason        {}", d.reason);
+            println!("error         {}", d.error);
+            println!(
+                "refused at    {} by {}",
+                time_text(d.rejected_at_ms),
+                d.service
+            );
+            println!(
+                "origin        {} partition {} offset {}",
+                d.origin_topic, d.origin_partition, d.origin_offset
+            );
+            println!("payload       {} bytes", d.payload.len());
+            match std::str::from_utf8(&d.payload) {
+                Ok(text) => println!("{text}"),
+                Err(_) => println!("{:02x?}", d.payload),
+            }
+        }
+        DeadLettersCommand::Replay { selection, dry_run } => {
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} dead letters",
+                )
+                .expect("a valid template"),
+            );
+            let report = replay::replay(cfg, &selection.selection(), dry_run, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .await;
+            bar.finish_and_clear();
+            let r = report?;
+            let verb = if dry_run {
+                "valid now (dry run)"
+            } else {
+                "replayed"
+            };
+            println!(
+                "selected {}: {} {verb}, {} already replayed, {} still invalid",
+                r.selected,
+                r.replayed,
+                r.already_replayed,
+                r.still_invalid.values().sum::<u64>()
+            );
+            for (reason, n) in &r.still_invalid {
+                println!("  still invalid: {reason} × {n}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -345,6 +494,15 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("strata-batch: recompute failed: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::DeadLetters { command } => {
+            return match dead_letters(&cfg, command).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("strata-batch: {e}");
                     ExitCode::FAILURE
                 }
             };

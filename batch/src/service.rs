@@ -1,5 +1,5 @@
-//! Starting and stopping the archiver: metrics listener, the lake, the consumer thread, and
-//! SIGTERM leading to a final commit.
+//! Starting and stopping the archiver: metrics listener, the lake, the consumer thread, the
+//! dead-letter archiver, and SIGTERM leading to a final commit of both.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,6 +39,11 @@ pub async fn run_archive(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error
             }
         }
     };
+    // The dead-letter topic goes to the lake too, beside the events.
+    let dead_letters = tokio::spawn(crate::dead_letters::archiver::run(
+        cfg.clone(),
+        stop.clone(),
+    ));
     let archiver = Arc::new(Archiver::new(
         cfg.clone(),
         tokio::runtime::Handle::current(),
@@ -60,5 +65,6 @@ pub async fn run_archive(cfg: Config, stop: Arc<AtomicBool>) -> Result<(), Error
     tokio::task::spawn_blocking(move || consumer::run(consumer, archiver))
         .await
         .expect("the consumer thread does not panic")?;
+    let _ = dead_letters.await;
     Ok(())
 }

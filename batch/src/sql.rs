@@ -1,5 +1,6 @@
 //! Read-only ad hoc SQL over the lake: a DataFusion session with the lake's tables registered
-//! (`events`, and `rollup_1m` / `rollup_1h` once a recompute wrote them).
+//! (`events`, `rollup_1m` / `rollup_1h` once a recompute wrote them, `dead_letters` and
+//! `dead_letter_replays` once there are any).
 //!
 //! The sandbox: DDL (`CREATE …`, `DROP …`, `CREATE EXTERNAL TABLE`), DML (`INSERT`, `DELETE`,
 //! `UPDATE`), `COPY … TO` and statements (`SET`, transactions) are refused before planning runs;
@@ -127,10 +128,18 @@ pub async fn collect_limited(df: DataFrame, limits: Limits) -> Result<QueryResul
     })
 }
 
-/// Registers (or replaces) the lake's tables that exist — `events`, `rollup_1m`, `rollup_1h` —
+/// Registers (or replaces) the lake's tables that exist — `events`, `rollup_1m`, `rollup_1h`,
+/// `dead_letters`, `dead_letter_replays` —
 /// in `ctx`, each at its newest version.
 pub async fn register_lake_tables(cfg: &Config, ctx: &SessionContext) -> Result<(), SqlError> {
-    for name in [EVENTS_TABLE, Tier::Minute.table(), Tier::Hour.table()] {
+    use crate::dead_letters::table::{DEAD_LETTERS_TABLE, REPLAYS_TABLE};
+    for name in [
+        EVENTS_TABLE,
+        Tier::Minute.table(),
+        Tier::Hour.table(),
+        DEAD_LETTERS_TABLE,
+        REPLAYS_TABLE,
+    ] {
         let mut table = open_table(cfg, name)
             .await
             .map_err(|e| SqlError::Lake(e.to_string()))?;

@@ -3,6 +3,8 @@
 //! Run one subject with `cargo test -p strata-tests --test integration -- e2e::`.
 
 mod current_clickhouse;
+mod dead_letters;
 mod e2e;
 mod grafana_panels;
+mod producers;
 mod services_script;
