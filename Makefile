@@ -10,7 +10,7 @@ ifdef BALLISTA
 export STRATA__BATCH__ENGINE := ballista
 endif
 
-.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql bench-promql
+.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql bench-promql bench-ingest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -41,6 +41,7 @@ status: ## what is running
 demo: up run ## the whole pipeline with live generated load
 	$(SERVICES) gen --live --events 0 --rate 2000 --series 500 --metrics 8 --duplicates 0.01 \
 		--late 0.01 --malformed 0.005 --format mixed --no-progress
+	$(SERVICES) producers
 	@infra/demo-info.sh
 
 test: up ## start the stack, then build and run the whole test suite
@@ -88,6 +89,9 @@ bench-promql: up ## dashboard and rule PromQL (6 h, 7 d, offset 1w, a [1d] media
 
 bench-sql: up ## a 1M-row SQL result over HTTP JSON, the PostgreSQL protocol and Arrow Flight SQL (release build)
 	$(BENCH) --bench sql
+
+bench-ingest: up ## the same samples by remote write, by OTLP/HTTP and straight to Kafka (release build)
+	$(BENCH) --bench ingest
 
 lint: ## formatting and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check

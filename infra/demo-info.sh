@@ -25,7 +25,12 @@ minutes: the queries below answer once the first minute of load has ended (about
   Ad hoc SQL        target/debug/strata-batch sql "SELECT metric_name, sum(count) FROM rollup_1h GROUP BY 1"
                     psql -h 127.0.0.1 -p 5433 -U me -d strata -c 'SELECT metric_name, count(*) FROM events GROUP BY 1'
                     $ROOT/.strata/venv/bin/python -c "import adbc_driver_flightsql.dbapi as f; c = f.connect('grpc://127.0.0.1:50051').cursor(); c.execute('SELECT source, count(*) FROM events GROUP BY 1'); print(c.fetch_arrow_table())"
-  Dead letters      .strata/bin/tansu topic list --broker tcp://127.0.0.1:9092   (topic metrics-events-dlq)
+  Producers         Prometheus http://127.0.0.1:9090 scrapes Strata's services and remote-writes to Strata;
+                    an OpenTelemetry app (job="checkout") sends OTLP; StatsD on 127.0.0.1:8125. Same PromQL, both:
+                    promtool query instant http://127.0.0.1:9090 'sum(rate(strata_serving_ingest_samples_total[5m]))'
+                    promtool query instant http://127.0.0.1:8080 'sum(rate(strata_serving_ingest_samples_total[5m]))'
+                    promtool query instant http://127.0.0.1:8080 'histogram_quantile(0.95, sum by (le) (rate(checkout_latency_milliseconds_bucket[5m])))'
+  Dead letters      target/debug/strata-batch dead-letters list   (kept in the lake's dead_letters table; replay after a fix)
   S3 (SeaweedFS)    http://127.0.0.1:8333  (key/secret minioadmin)
   What runs         make status
   Stop              make stop   (services)   |   make down   (everything)

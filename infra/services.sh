@@ -5,6 +5,7 @@
 #   infra/services.sh stop       stop them (SIGTERM, then SIGKILL after 20 s) and the demo generator
 #   infra/services.sh status     one line per service
 #   infra/services.sh gen ARGS   start strata-gen in the background with ARGS (the demo's load)
+#   infra/services.sh producers  start the demo's Prometheus (remote-writing) and OTLP producer
 #
 # Logs go to $STRATA_HOME/logs/<service>.log, pids to $STRATA_HOME/run/<service>.pid.
 # Services join SERVICES as their layer lands: each entry is "name:binary args...".
@@ -31,7 +32,13 @@ CLUSTER=(
   "ballista-executor-1:strata-batch ballista executor --port 50061 --grpc-port 50062 --work-dir $STRATA_HOME/ballista/1"
   "ballista-executor-2:strata-batch ballista executor --port 50071 --grpc-port 50072 --work-dir $STRATA_HOME/ballista/2"
 )
-ALL=("${CLUSTER[@]}" "${SERVICES[@]}")
+# `make demo`'s producers of standard protocols: Debian's Prometheus scraping Strata and
+# remote-writing to strata-serving, and an OpenTelemetry-instrumented app sending OTLP.
+DEMO=(
+  "prometheus:$(command -v prometheus || echo /usr/bin/prometheus) --config.file=$ROOT/infra/demo/prometheus.yml --storage.tsdb.path=$STRATA_HOME/prometheus --web.listen-address=127.0.0.1:9090"
+  "otel-demo:$STRATA_HOME/venv/bin/python $ROOT/infra/demo/otel_producer.py"
+)
+ALL=("${CLUSTER[@]}" "${SERVICES[@]}" "${DEMO[@]}")
 if [ "${STRATA__BATCH__ENGINE:-embedded}" = ballista ]; then
   mkdir -p "$STRATA_HOME/ballista/1" "$STRATA_HOME/ballista/2"
   SERVICES=("${CLUSTER[@]}" "${SERVICES[@]}")
@@ -49,7 +56,12 @@ binary_of() {
   local s
   [ "$1" = gen ] && { echo strata-gen; return; }
   for s in "${ALL[@]}"; do
-    [ "${s%%:*}" = "$1" ] && { s=${s#*:}; echo "${s%% *}"; return; }
+    if [ "${s%%:*}" = "$1" ]; then
+      s=${s#*:}; s=${s%% *}
+      # An absolute path (not one of ours): the executable it resolves to.
+      [[ "$s" = /* ]] && s=$(readlink -f "$s")
+      echo "${s##*/}"; return
+    fi
   done
 }
 
@@ -71,13 +83,15 @@ alive() { [ -f "$RUN/$1.pid" ] && running "$(cat "$RUN/$1.pid")" "$(binary_of "$
 launch() {
   local name=$1; shift
   if alive "$name"; then log "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
-  [ -x "$TARGET/$1" ] || { log "missing $TARGET/$1: run 'cargo build' first"; exit 1; }
+  local exe=$1
+  [[ "$exe" = /* ]] || exe=$TARGET/$1
+  [ -x "$exe" ] || { log "missing $exe: run 'cargo build' (or 'make up') first"; exit 1; }
   mkdir -p "$RUN" "$LOGS"
   cd "$ROOT"
   (
     # Close inherited descriptors above 2: a daemon must not hold its starter's pipes open.
     for fd in /proc/$BASHPID/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null
-    exec setsid "$TARGET/$1" "${@:2}" >>"$LOGS/$name.log" 2>&1 </dev/null
+    exec setsid "$exe" "${@:2}" >>"$LOGS/$name.log" 2>&1 </dev/null
   ) &
   local pid=$!
   echo "$pid" >"$RUN/$name.pid"
@@ -107,8 +121,14 @@ case "${1:-}" in
       read -r -a parts <<<"${s#*:}"
       launch "${s%%:*}" "${parts[@]}"
     done ;;
+  producers)
+    for s in "${DEMO[@]}"; do
+      read -r -a parts <<<"${s#*:}"
+      launch "${s%%:*}" "${parts[@]}"
+    done ;;
   stop)
     halt gen
+    for s in "${DEMO[@]}"; do halt "${s%%:*}"; done
     # The batch service before the cluster it sends work to.
     for s in "${SERVICES[@]}" "${CLUSTER[@]}"; do halt "${s%%:*}"; done ;;
   status)

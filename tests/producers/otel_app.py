@@ -13,6 +13,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, UpDownCounter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 
@@ -26,7 +27,10 @@ def main():
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     resource = Resource.create({"service.name": f"shop-{temporality}", "service.instance.id": "i-1",
                                 "deployment.environment": "test"})
-    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    # Buckets (-inf, 10], (10, 100], (100, +inf) instead of the SDK's default bounds.
+    buckets = View(instrument_name="shop.latency",
+                   aggregation=ExplicitBucketHistogramAggregation(boundaries=[10.0, 100.0]))
+    provider = MeterProvider(resource=resource, metric_readers=[reader], views=[buckets])
     meter = provider.get_meter("strata.test")
     orders = meter.create_counter("shop.orders", unit="1", description="Orders placed")
     latency = meter.create_histogram("shop.latency", unit="ms", description="Checkout latency")

@@ -1,12 +1,13 @@
-"""A prometheus-client app whose clock runs one minute per scrape, for Strata's receiver tests.
+"""A prometheus-client app that changes its values once a minute, for Strata's receiver tests.
 
     sim_target.py PORT START_MS MINUTES
 
-Every scrape shows the next simulated minute's samples, timestamped START_MS + k min + 29.5 s
-(Prometheus keeps the timestamps: honor_timestamps). After MINUTES scrapes the last minute is
-shown again. A counter with a reset, a gauge and a classic histogram, so that a real Prometheus
-holds one sample per series and minute — Strata's resolution — and both can be asked the same
-PromQL. The values are random; the comparison needs no ground truth of its own.
+From START_MS (a whole minute) on, minute k's samples are shown timestamped START_MS + k min +
+0.5 s however often it is scraped (Prometheus keeps the timestamps: honor_timestamps, and one
+timestamp is one sample), for MINUTES minutes; then the last minute stays. A counter with a
+reset, a gauge and a classic histogram, so that a real Prometheus holds one sample per series
+and minute — Strata's resolution — and both can be asked the same PromQL. The values are
+random; the comparison needs no ground truth of its own.
 """
 
 import random
@@ -51,9 +52,12 @@ class Simulated(Collector):
 
     def collect(self):
         with self.lock:
-            if self.k + 1 < self.minutes:
+            now_k = min((int(time.time() * 1000) - self.start_ms) // 60_000, self.minutes - 1)
+            if now_k < 0:
+                return
+            while self.k < now_k:
                 self.step()
-            ts = (self.start_ms + self.k * 60_000 + 29_500) / 1000.0
+            ts = (self.start_ms + self.k * 60_000 + 500) / 1000.0
             c = CounterMetricFamily("app_requests", "Requests served.", labels=["route", "code"])
             for (route, code), v in self.requests.items():
                 c.add_metric([route, code], v, timestamp=ts)

@@ -82,7 +82,7 @@ impl IngestMetrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let samples = IntCounterVec::new(
             Opts::new(
-                "strata_serving_ingest_samples_total",
+                "serving_ingest_samples_total",
                 "Samples received, by receiver and what became of them (accepted, refused, stale, dropped)",
             ),
             &["receiver", "outcome"],

@@ -13,7 +13,7 @@ use super::{refused_response, sample_event, Ingest, IngestError};
 use crate::series::Labels;
 
 /// The messages of `prompb/remote.proto` and `types.proto` a receiver reads (others skipped).
-mod prompb {
+pub mod prompb {
     /// One request.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct WriteRequest {

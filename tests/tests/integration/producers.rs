@@ -22,8 +22,8 @@ type Labels = BTreeMap<String, String>;
 type Matrix = BTreeMap<Labels, Vec<(i64, f64)>>;
 
 const MINUTE: i64 = 60_000;
-/// Simulated minutes the prometheus-client app shows.
-const MINUTES: i64 = 16;
+/// Minutes the prometheus-client app changes its values (the test lasts as long).
+const MINUTES: i64 = 7;
 
 fn python() -> Command {
     Command::new(root().join(".strata/venv/bin/python"))
@@ -197,7 +197,9 @@ async fn prometheus_remote_writing_to_strata_answers_as_its_own_tsdb() {
     let p = Pipeline::start("remote_write", &[]).await.unwrap();
     let http = reqwest::Client::new();
     let now = chrono::Utc::now().timestamp_millis();
-    let sim_start = now.div_euclid(MINUTE) * MINUTE - 30 * MINUTE;
+    // In real time (Prometheus remote-writes nothing older than its own start, and its head
+    // takes nothing far from its newest sample), from the next minute on.
+    let sim_start = now.div_euclid(MINUTE) * MINUTE + MINUTE;
 
     let sim_port = free_port();
     let mut sim = Command::new(root().join(".strata/venv/bin/python"))
@@ -226,7 +228,7 @@ async fn prometheus_remote_writing_to_strata_answers_as_its_own_tsdb() {
         &format!("{}/api/v1/write", p.serving_url),
     );
 
-    let range = (sim_start + MINUTE, sim_start + (MINUTES + 4) * MINUTE);
+    let range = (sim_start + MINUTE, sim_start + MINUTES * MINUTE);
     let queries = [
         "app_requests_total",
         "app_temperature_celsius",
@@ -242,24 +244,25 @@ async fn prometheus_remote_writing_to_strata_answers_as_its_own_tsdb() {
         "rate(app_latency_seconds_sum[5m]) / rate(app_latency_seconds_count[5m])",
         "app_latency_seconds_bucket{le=\"0.5\"}",
     ];
-    // Prometheus holds every simulated minute once the app shows the last one again.
+    // Prometheus holds every minute once the app has shown the last one.
+    let wait = (sim_start + MINUTES * MINUTE - chrono::Utc::now().timestamp_millis()) / 1000;
+    tokio::time::sleep(Duration::from_secs(wait.max(0) as u64)).await;
     eventually(Duration::from_secs(90), || async {
-        let last = ask(
-            &http,
-            &prom,
-            "timestamp(app_temperature_celsius)",
-            None,
-            now,
-        )
-        .await?;
-        let want = ((sim_start + (MINUTES - 1) * MINUTE + 29_500) as f64) / 1000.0;
+        let at = sim_start + MINUTES * MINUTE;
+        let last = ask(&http, &prom, "timestamp(app_temperature_celsius)", None, at).await?;
+        let want = ((sim_start + (MINUTES - 1) * MINUTE + 500) as f64) / 1000.0;
         match last.values().next() {
             Some(v) if (v[0].1 - want).abs() < 1e-6 => Ok(()),
             other => Err(format!("prometheus is at {other:?}")),
         }
     })
     .await
-    .expect("Prometheus scraped the simulated app");
+    .unwrap_or_else(|e| {
+        panic!(
+            "Prometheus did not scrape the simulated app: {e}\n{}",
+            std::fs::read_to_string(p.dir.path().join("prometheus.log")).unwrap_or_default()
+        )
+    });
     eventually(Duration::from_secs(90), || {
         compare(&http, &prom, &p.serving_url, &queries, range)
     })
@@ -386,7 +389,7 @@ async fn opentelemetry_and_statsd_clients_are_answered_by_promql() {
             format!("shop_latency_milliseconds_bucket{{{c},le=\"100\"}}"),
             3.0,
         ),
-        // Prometheus' interpolation: rank 2 of 4 in (10, 100], which holds 2 (ranks 2..3).
+        // Prometheus' interpolation: rank 2 of 4 lies in (10, 100], which holds ranks 2 and 3.
         (
             format!("histogram_quantile(0.5, shop_latency_milliseconds_bucket{{{c}}})"),
             10.0 + 90.0 * (2.0 - 1.0) / 2.0,
