@@ -201,9 +201,12 @@ async fn main() {
     let mut cfg = Config::load(None).expect("configuration");
     cfg.kafka.topic = format!("strata-bench-ingest-{id}");
     cfg.kafka.dlq_topic = format!("strata-bench-ingest-{id}-dlq");
-    kafka::create_topics(&cfg.kafka, &[(&cfg.kafka.topic, 12), (&cfg.kafka.dlq_topic, 1)])
-        .await
-        .expect("create topics (run `make up`)");
+    kafka::create_topics(
+        &cfg.kafka,
+        &[(&cfg.kafka.topic, 12), (&cfg.kafka.dlq_topic, 1)],
+    )
+    .await
+    .expect("create topics (run `make up`)");
     let base_ms = chrono::Utc::now().timestamp_millis() - 24 * 3_600_000;
 
     // 1. The anchor: the same samples as events, produced directly.
@@ -224,7 +227,8 @@ async fn main() {
     let mut deliveries = Vec::with_capacity(direct.len());
     for (key, payload) in &direct {
         loop {
-            match producer.send_result(FutureRecord::to(&cfg.kafka.topic).key(key).payload(payload)) {
+            match producer.send_result(FutureRecord::to(&cfg.kafka.topic).key(key).payload(payload))
+            {
                 Ok(f) => {
                     deliveries.push(f);
                     break;
@@ -261,7 +265,11 @@ async fn main() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
     {
-        assert!(Instant::now() < deadline, "strata-serving did not start: {}", log.display());
+        assert!(
+            Instant::now() < deadline,
+            "strata-serving did not start: {}",
+            log.display()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let pts = points(samples, series, base_ms);

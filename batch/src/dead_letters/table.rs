@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int32Builder, Int64Array,
-    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::kernel::transaction::CommitProperties;
@@ -156,8 +156,7 @@ fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, DeadLe
     let c = b
         .column_by_name(name)
         .ok_or_else(|| DeadLetterError::Corrupt(format!("column {name} missing")))?;
-    arrow::compute::cast(c, to)
-        .map_err(|e| DeadLetterError::Corrupt(format!("column {name}: {e}")))
+    arrow::compute::cast(c, to).map_err(|e| DeadLetterError::Corrupt(format!("column {name}: {e}")))
 }
 
 fn typed<'a, T: 'static>(a: &'a ArrayRef, name: &str) -> Result<&'a T, DeadLetterError> {
