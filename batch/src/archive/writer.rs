@@ -53,6 +53,43 @@ pub async fn open_table(cfg: &Config, name: &str) -> Result<DeltaTable, DeltaTab
     DeltaTable::try_from_url_with_storage_options(url, options).await
 }
 
+/// Reloads `table` to its newest version (a table not created yet stays empty).
+pub async fn reload(table: &mut DeltaTable) -> Result<(), DeltaTableError> {
+    if table.version().is_some() {
+        table.update_incremental(None).await
+    } else {
+        match table.load().await {
+            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The Kafka offsets `table`'s newest version stores for `partitions` (as the Delta transaction
+/// versions of `app_id(partition)`); absent partitions have nothing stored yet.
+pub async fn stored_offsets(
+    table: &mut DeltaTable,
+    partitions: &[i32],
+    app_id: impl Fn(i32) -> String,
+) -> Result<BTreeMap<i32, i64>, DeltaTableError> {
+    reload(table).await?;
+    let mut out = BTreeMap::new();
+    if table.version().is_none() {
+        return Ok(out);
+    }
+    let log_store = table.log_store();
+    let snapshot = table.snapshot()?;
+    for &p in partitions {
+        if let Some(v) = snapshot
+            .transaction_version(log_store.as_ref(), app_id(p))
+            .await?
+        {
+            out.insert(p, v);
+        }
+    }
+    Ok(out)
+}
+
 impl Archive {
     /// Opens the archive table of the configured lake.
     pub async fn open(cfg: &Config) -> Result<Self, DeltaTableError> {
@@ -63,14 +100,7 @@ impl Archive {
 
     /// Reloads the table to its newest version.
     pub async fn reload(&mut self) -> Result<(), DeltaTableError> {
-        if self.table.version().is_some() {
-            self.table.update_incremental(None).await
-        } else {
-            match self.table.load().await {
-                Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
+        reload(&mut self.table).await
     }
 
     /// The last offset stored for each of `partitions` (absent: nothing archived yet).
@@ -78,22 +108,7 @@ impl Archive {
         &mut self,
         partitions: &[i32],
     ) -> Result<BTreeMap<i32, i64>, DeltaTableError> {
-        self.reload().await?;
-        let mut out = BTreeMap::new();
-        if self.table.version().is_none() {
-            return Ok(out);
-        }
-        let log_store = self.table.log_store();
-        let snapshot = self.table.snapshot()?;
-        for &p in partitions {
-            if let Some(v) = snapshot
-                .transaction_version(log_store.as_ref(), app_id(p))
-                .await?
-            {
-                out.insert(p, v);
-            }
-        }
-        Ok(out)
+        stored_offsets(&mut self.table, partitions, app_id).await
     }
 
     /// Appends `events` and records `offsets` (last offset per partition) in the same commit.

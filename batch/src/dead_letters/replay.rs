@@ -31,12 +31,28 @@ pub struct Selection {
 
 /// The selected dead letters, oldest first (empty if the table does not exist yet).
 pub async fn select(cfg: &Config, sel: &Selection) -> Result<Vec<DeadLetter>, DeadLetterError> {
+    read(cfg, sel, None).await
+}
+
+/// [`select`], narrowed to one `(partition, offset)` when `at` is given (pushed into the scan).
+async fn read(
+    cfg: &Config,
+    sel: &Selection,
+    at: Option<(i32, i64)>,
+) -> Result<Vec<DeadLetter>, DeadLetterError> {
     let Some(table) = load(cfg, DEAD_LETTERS_TABLE).await? else {
         return Ok(Vec::new());
     };
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
     let mut df = ctx.read_table(table.table_provider().await?)?;
+    if let Some((p, o)) = at {
+        df = df.filter(
+            col("dlq_partition")
+                .eq(lit(p))
+                .and(col("dlq_offset").eq(lit(o))),
+        )?;
+    }
     if let Some(r) = &sel.reason {
         df = df.filter(col("reason").eq(lit(r.as_str())))?;
     }
@@ -64,10 +80,10 @@ pub async fn show(cfg: &Config, key: &str) -> Result<DeadLetter, DeadLetterError
         .split_once(':')
         .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)))
         .ok_or_else(|| DeadLetterError::Invalid(format!("{key:?} is not PARTITION:OFFSET")))?;
-    select(cfg, &Selection::default())
+    read(cfg, &Selection::default(), Some((p, o)))
         .await?
         .into_iter()
-        .find(|d| d.dlq_partition == p && d.dlq_offset == o)
+        .next()
         .ok_or_else(|| DeadLetterError::Invalid(format!("no dead letter {key}")))
 }
 

@@ -21,7 +21,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use strata_shared::Config;
 
 use super::DeadLetterError;
-use crate::archive::writer::open_table;
+use crate::archive::writer::{open_table, stored_offsets};
 
 /// The table of dead letters.
 pub const DEAD_LETTERS_TABLE: &str = "dead_letters";
@@ -275,38 +275,12 @@ impl DeadLetterTable {
         })
     }
 
-    async fn reload(&mut self) -> Result<(), DeltaTableError> {
-        if self.table.version().is_some() {
-            self.table.update_incremental(None).await
-        } else {
-            match self.table.load().await {
-                Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-    }
-
     /// The last offset stored for each of `partitions`, at the table's newest version.
     pub async fn stored_offsets(
         &mut self,
         partitions: &[i32],
     ) -> Result<BTreeMap<i32, i64>, DeltaTableError> {
-        self.reload().await?;
-        let mut out = BTreeMap::new();
-        if self.table.version().is_none() {
-            return Ok(out);
-        }
-        let log_store = self.table.log_store();
-        let snapshot = self.table.snapshot()?;
-        for &p in partitions {
-            if let Some(v) = snapshot
-                .transaction_version(log_store.as_ref(), app_id(p))
-                .await?
-            {
-                out.insert(p, v);
-            }
-        }
-        Ok(out)
+        stored_offsets(&mut self.table, partitions, app_id).await
     }
 
     /// Appends `rows` and records the last offset of each partition in the same commit.
