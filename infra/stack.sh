@@ -56,7 +56,7 @@ as_root() {
 
 # --- install -------------------------------------------------------------------------------
 
-apt_packages=(clickhouse-server clickhouse-client prometheus build-essential pkg-config zlib1g-dev
+apt_packages=(clickhouse-server clickhouse-client prometheus prometheus-alertmanager victoria-metrics build-essential pkg-config zlib1g-dev
   python3-venv curl unzip docker-compose)
 
 install_apt() {

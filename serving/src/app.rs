@@ -16,7 +16,7 @@ use strata_shared::telemetry::Telemetry;
 use strata_shared::Config;
 
 use crate::api::response::{ApiError, ErrorType};
-use crate::api::{admin, json, prom};
+use crate::api::{admin, json, prom, rules};
 use crate::merge::{Engine, Provenance};
 use crate::window::Layer;
 
@@ -41,6 +41,7 @@ pub struct AppState {
 /// The serving layer's self-metrics.
 pub struct ServingMetrics {
     latency: HistogramVec,
+    requests: IntCounterVec,
     merged: IntCounterVec,
     series_out: IntCounterVec,
     /// Seconds between now and the time boundary.
@@ -75,6 +76,13 @@ impl ServingMetrics {
                     ],
                 ),
                 &["endpoint"],
+            )?,
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "serving_requests_total",
+                    "HTTP requests answered, by route and status class (2xx, 4xx, 5xx)",
+                ),
+                &["endpoint", "class"],
             )?,
             merged: IntCounterVec::new(
                 Opts::new(
@@ -114,6 +122,7 @@ impl ServingMetrics {
             )?,
         };
         registry.register(Box::new(m.latency.clone()))?;
+        registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.merged.clone()))?;
         registry.register(Box::new(m.series_out.clone()))?;
         registry.register(Box::new(m.boundary_age.clone()))?;
@@ -164,6 +173,27 @@ impl ServingMetrics {
             .with_label_values(&["query_range"])
             .inc_by(series as u64);
     }
+}
+
+/// Counts every answer by its route (`/api/v1/query`, …; `other` for no route) and status class.
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "other".into());
+    let r = next.run(req).await;
+    let class = match r.status().as_u16() {
+        500.. => "5xx",
+        400..=499 => "4xx",
+        _ => "2xx",
+    };
+    state
+        .metrics
+        .requests
+        .with_label_values(&[endpoint.as_str(), class])
+        .inc();
+    r
 }
 
 /// Only the configured token, or (without one) only loopback clients.
@@ -239,6 +269,8 @@ pub fn router(
         .route("/api/v1/label/{name}/values", get(prom::label_values))
         .route("/api/v1/series", get(prom::series).post(prom::series))
         .route("/api/v1/metadata", get(prom::metadata))
+        .route("/api/v1/rules", get(rules::rules))
+        .route("/api/v1/alerts", get(rules::alerts))
         .route("/api/v1/status/buildinfo", get(prom::buildinfo))
         .route("/api/v1/metrics", get(json::metrics))
         .route("/api/v1/metrics/{name}/series", get(json::metric_series))
@@ -257,6 +289,7 @@ pub fn router(
     let mut app = api
         .merge(admin_routes)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(DefaultBodyLimit::max(state.cfg.serving.max_body_bytes))
         .layer(middleware::map_response(close_after_too_large))
         .with_state(state.clone())

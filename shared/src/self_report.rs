@@ -5,11 +5,11 @@
 //! Every `telemetry.self_report_interval` the service's registry is read: a gauge becomes one
 //! event with its value; a counter becomes one event with its *increase* since the previous
 //! report (so `rate(strata_speed_dead_letters_total_sum[5m])` is dead letters per second).
-//! Histograms are left to `/metrics`. The metric's labels become tags (`source` is the service);
+//! A histogram reports its buckets (tag `le`), count and sum as counters. The metric's labels become tags (`source` is the service);
 //! a label that is not a valid tag key is renamed with a `label_` prefix. Reporting is best
 //! effort: a broker that is down costs these samples (logged), never the service's own work.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prometheus::proto::{MetricFamily, MetricType};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
@@ -20,6 +20,9 @@ use crate::telemetry::Telemetry;
 use crate::MetricEvent;
 
 /// The events of one report; `previous` holds each counter's last value (updated).
+///
+/// A histogram reports like counters named `<name>_bucket` (tag `le`), `<name>_count` and
+/// `<name>_sum`, so `histogram_quantile(0.99, sum by (le) (rate(x_bucket_sum[5m])))` is its p99.
 pub fn events_from(
     families: &[MetricFamily],
     previous: &mut HashMap<String, f64>,
@@ -27,55 +30,102 @@ pub fn events_from(
     now_ms: i64,
 ) -> Vec<MetricEvent> {
     let mut out = Vec::new();
-    for f in families {
-        let kind = f.get_field_type();
-        if !matches!(kind, MetricType::COUNTER | MetricType::GAUGE) {
-            continue;
-        }
-        for m in f.get_metric() {
-            let mut tags = std::collections::BTreeMap::new();
-            for l in m.get_label() {
-                let (k, v) = (l.name(), l.value());
-                if k == "service" || v.is_empty() {
-                    continue;
-                }
-                let key = if crate::validate::is_label_name(k)
-                    && !crate::validate::is_reserved_tag_key(k)
-                {
-                    k.to_owned()
-                } else {
-                    format!("label_{}", k.trim_start_matches('_'))
-                };
-                tags.insert(key, v.to_owned());
-            }
-            let value = if kind == MetricType::COUNTER {
-                let now = m.get_counter().get_value();
-                let id = format!("{}{:?}", f.name(), tags);
-                let before = previous.insert(id, now);
-                match before {
-                    // A restart (the counter went back) counts from zero.
-                    Some(b) if now >= b => now - b,
-                    Some(_) => now,
-                    // The first report only learns where the counter stands.
-                    None => continue,
-                }
-            } else {
-                m.get_gauge().get_value()
-            };
-            if !value.is_finite() {
-                continue;
-            }
+    let mut push = |name: &str, tags: &BTreeMap<String, String>, value: f64| {
+        if value.is_finite() {
             out.push(MetricEvent {
                 event_id: uuid::Uuid::new_v4().to_string(),
-                metric_name: f.name().to_owned(),
+                metric_name: name.to_owned(),
                 value,
                 timestamp_ms: now_ms,
-                tags,
+                tags: tags.clone(),
                 source: service.to_owned(),
             });
         }
+    };
+    for f in families {
+        let kind = f.get_field_type();
+        for m in f.get_metric() {
+            let tags = tags_of(m);
+            match kind {
+                MetricType::GAUGE => push(f.name(), &tags, m.get_gauge().get_value()),
+                MetricType::COUNTER => {
+                    if let Some(d) = increase(previous, f.name(), &tags, m.get_counter().get_value())
+                    {
+                        push(f.name(), &tags, d);
+                    }
+                }
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    let bucket = format!("{}_bucket", f.name());
+                    for b in h.get_bucket().iter().filter(|b| b.upper_bound().is_finite()) {
+                        let mut t = tags.clone();
+                        t.insert("le".into(), le_label(b.upper_bound()));
+                        let now = b.cumulative_count() as f64;
+                        if let Some(d) = increase(previous, &bucket, &t, now) {
+                            push(&bucket, &t, d);
+                        }
+                    }
+                    let mut t = tags.clone();
+                    t.insert("le".into(), "+Inf".into());
+                    let count = h.get_sample_count() as f64;
+                    if let Some(d) = increase(previous, &bucket, &t, count) {
+                        push(&bucket, &t, d);
+                    }
+                    for (suffix, now) in [("_count", count), ("_sum", h.get_sample_sum())] {
+                        let name = format!("{}{suffix}", f.name());
+                        if let Some(d) = increase(previous, &name, &tags, now) {
+                            push(&name, &tags, d);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
     out
+}
+
+/// A metric's labels as event tags: `service` left out (it is the event's source), a key that is
+/// not a valid tag key renamed with a `label_` prefix.
+fn tags_of(m: &prometheus::proto::Metric) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    for l in m.get_label() {
+        let (k, v) = (l.name(), l.value());
+        if k == "service" || v.is_empty() {
+            continue;
+        }
+        let key = if crate::validate::is_label_name(k) && !crate::validate::is_reserved_tag_key(k) {
+            k.to_owned()
+        } else {
+            format!("label_{}", k.trim_start_matches('_'))
+        };
+        tags.insert(key, v.to_owned());
+    }
+    tags
+}
+
+/// The increase of a cumulative value since the last report: `None` on the first report (it
+/// only learns where the value stands); a value that went back (a restart) counts from zero.
+fn increase(
+    previous: &mut HashMap<String, f64>,
+    name: &str,
+    tags: &BTreeMap<String, String>,
+    now: f64,
+) -> Option<f64> {
+    match previous.insert(format!("{name}{tags:?}"), now) {
+        Some(b) if now >= b => Some(now - b),
+        Some(_) => Some(now),
+        None => None,
+    }
+}
+
+/// A bucket's upper bound as Prometheus writes `le` (`0.005`, `1`, `+Inf`).
+fn le_label(upper: f64) -> String {
+    if upper == f64::INFINITY {
+        "+Inf".into()
+    } else {
+        upper.to_string()
+    }
 }
 
 /// Publishes the service's metrics every `telemetry.self_report_interval` until the process
@@ -174,5 +224,48 @@ mod tests {
             crate::validate::check_message(Some(&bytes), &crate::validate::Limits::default(), 2000)
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn histograms_report_bucket_increases_with_le() {
+        let r = Registry::new_custom(Some("strata".into()), None).unwrap();
+        let h = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new("serving_request_seconds", "x").buckets(vec![0.1, 1.0]),
+            &["endpoint"],
+        )
+        .unwrap();
+        r.register(Box::new(h.clone())).unwrap();
+        let mut prev = HashMap::new();
+        h.with_label_values(&["query"]).observe(0.05);
+        assert!(
+            events_from(&r.gather(), &mut prev, "strata-serving", 1000).is_empty(),
+            "the first report only sets the baselines"
+        );
+        h.with_label_values(&["query"]).observe(0.5);
+        h.with_label_values(&["query"]).observe(5.0);
+        let events = events_from(&r.gather(), &mut prev, "strata-serving", 2000);
+        let bucket = |le: &str| {
+            events
+                .iter()
+                .find(|e| {
+                    e.metric_name == "strata_serving_request_seconds_bucket"
+                        && e.tags.get("le").map(String::as_str) == Some(le)
+                })
+                .map(|e| e.value)
+        };
+        assert_eq!(bucket("0.1"), Some(0.0));
+        assert_eq!(bucket("1"), Some(1.0), "cumulative: 0.5 is under 1");
+        assert_eq!(bucket("+Inf"), Some(2.0));
+        let count = events
+            .iter()
+            .find(|e| e.metric_name == "strata_serving_request_seconds_count")
+            .unwrap();
+        assert_eq!(count.value, 2.0);
+        assert_eq!(count.tags.get("endpoint").map(String::as_str), Some("query"));
+        let sum = events
+            .iter()
+            .find(|e| e.metric_name == "strata_serving_request_seconds_sum")
+            .unwrap();
+        assert!((sum.value - 5.5).abs() < 1e-9);
     }
 }

@@ -56,6 +56,10 @@ pub struct ServingConfig {
     pub block_cache_bytes: u64,
     /// Bytes of query results kept for step-aligned windows below the time boundary (0: off).
     pub results_cache_bytes: u64,
+    /// Base URL of the rule evaluator (vmalert, e.g. `http://127.0.0.1:8880`) whose
+    /// `/api/v1/rules` and `/api/v1/alerts` this API forwards, so Grafana's Prometheus data source
+    /// lists the rules and alerts evaluated against Strata. Empty: both answer empty lists.
+    pub rules_url: String,
 }
 
 impl Default for ServingConfig {
@@ -77,6 +81,7 @@ impl Default for ServingConfig {
             coverage_refresh: Duration::from_secs(5),
             block_cache_bytes: 64 << 20,
             results_cache_bytes: 16 << 20,
+            rules_url: String::new(),
         }
     }
 }
@@ -100,6 +105,14 @@ impl ServingConfig {
                     format!("{value:?} must be ip:port, or empty to turn it off"),
                 ));
             }
+        }
+        if !self.rules_url.is_empty()
+            && !(self.rules_url.starts_with("http://") || self.rules_url.starts_with("https://"))
+        {
+            return Err(ConfigError::key(
+                "serving.rules_url",
+                format!("{:?} must be an http(s):// URL, or empty", self.rules_url),
+            ));
         }
         let t = self.auth_token.expose();
         if !t.is_empty() && (t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
