@@ -10,7 +10,7 @@ ifdef BALLISTA
 export STRATA__BATCH__ENGINE := ballista
 endif
 
-.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql bench-promql bench-ingest
+.PHONY: help setup build up down run stop status demo test e2e fuzz chaos test-unit lint fmt clean-data bench-speed bench-batch bench-serving bench-scale bench-dashboard bench-sql bench-promql bench-ingest bench-alerting
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -92,6 +92,10 @@ bench-sql: up ## a 1M-row SQL result over HTTP JSON, the PostgreSQL protocol and
 
 bench-ingest: up ## the same samples by remote write, by OTLP/HTTP and straight to Kafka (release build)
 	$(BENCH) --bench ingest
+
+bench-alerting: up ## anomalies through the pipeline to vmalert and Alertmanager: delay vs the floor, false positives (release build)
+	$(CARGO) build --release --workspace --bins
+	$(BENCH) --bench alerting
 
 lint: ## formatting and clippy, as CI wants them
 	$(CARGO) fmt --all -- --check

@@ -48,6 +48,8 @@ fi
 # receive it at the usual ports.
 export STRATA__INGEST__STATSD_UDP_LISTEN=${STRATA__INGEST__STATSD_UDP_LISTEN:-127.0.0.1:8125}
 export STRATA__INGEST__STATSD_TCP_LISTEN=${STRATA__INGEST__STATSD_TCP_LISTEN:-127.0.0.1:8126}
+# The stack's vmalert (infra/stack.sh up): its rules and alerts are listed through the query API.
+export STRATA__SERVING__RULES_URL=${STRATA__SERVING__RULES_URL:-http://127.0.0.1:${STRATA_VMALERT_PORT:-8880}}
 
 log() { printf '[services] %s\n' "$*" >&2; }
 

@@ -13,6 +13,10 @@
 #   SeaweedFS  S3 API on :8333 (buckets `tansu` and `lake`, key/secret minioadmin)
 #   tansu      Kafka API on :9092, storing its log durably in SeaweedFS (bucket `tansu`)
 #   ClickHouse HTTP on :18123, native on :19000 (Debian's clickhouse-server 18.16)
+#   Alertmanager on :9093 (Debian's prometheus-alertmanager), receiving from
+#   vmalert      on :8880 (Debian's victoria-metrics), evaluating infra/alerting/rules/*.yml against
+#                strata-serving (serving.listen, :8080) and writing results back to it by remote
+#                write; until strata-serving runs (`make run`) its rules report the datasource down
 # Topics: metrics-events (12 partitions) and metrics-events-dlq.
 # See ../shared/STACK.md (beside the repo) for why these servers and versions.
 set -euo pipefail
@@ -28,6 +32,9 @@ KAFKA_PORT=${STRATA_KAFKA_PORT:-9092}
 CH_HTTP_PORT=${STRATA_CH_HTTP_PORT:-18123}
 CH_TCP_PORT=${STRATA_CH_TCP_PORT:-19000}
 S3_PORT=${STRATA_S3_PORT:-8333}
+ALERTMANAGER_PORT=${STRATA_ALERTMANAGER_PORT:-9093}
+VMALERT_PORT=${STRATA_VMALERT_PORT:-8880}
+SERVING_URL=${STRATA_SERVING_URL:-http://127.0.0.1:8080}
 S3_KEY=minioadmin
 S3_SECRET=minioadmin
 
@@ -198,6 +205,8 @@ stop_one() {
 
 s3_ready() { curl -fsS "http://127.0.0.1:$S3_PORT/healthz" >/dev/null 2>&1; }
 ch_ready() { [ "$(curl -fsS "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" = "Ok." ]; }
+am_ready() { curl -fsS "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" >/dev/null 2>&1; }
+vmalert_ready() { curl -fsS "http://127.0.0.1:$VMALERT_PORT/-/healthy" >/dev/null 2>&1; }
 kafka_ready() { "$BIN/tansu" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1; }
 
 up_seaweedfs() {
@@ -235,6 +244,30 @@ up_tansu() {
   log "tansu ready: 127.0.0.1:$KAFKA_PORT"
 }
 
+up_alertmanager() {
+  if am_ready; then log "Alertmanager already answering on :$ALERTMANAGER_PORT"; return; fi
+  mkdir -p "$STRATA_HOME/alertmanager"
+  # No cluster port (--cluster.listen-address empty): one Alertmanager on loopback.
+  start alertmanager prometheus-alertmanager --config.file="$ROOT/infra/alerting/alertmanager.yml" \
+    --storage.path="$STRATA_HOME/alertmanager" --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
+    --cluster.listen-address=
+  wait_for alertmanager 30 am_ready
+  log "Alertmanager ready: http://127.0.0.1:$ALERTMANAGER_PORT"
+}
+
+# vmalert's flags, shared with the tests (tests/tests/integration/alerting.rs starts its own):
+# rules evaluated every 30 s against strata-serving, results and alert state written back to it,
+# pending alerts restored from it on a restart.
+up_vmalert() {
+  if vmalert_ready; then log "vmalert already answering on :$VMALERT_PORT"; return; fi
+  start vmalert vmalert -rule="$ROOT/infra/alerting/rules/*.yml" -httpListenAddr="127.0.0.1:$VMALERT_PORT" \
+    -datasource.url="$SERVING_URL" -remoteWrite.url="$SERVING_URL" -remoteRead.url="$SERVING_URL" \
+    -notifier.url="http://127.0.0.1:$ALERTMANAGER_PORT" -evaluationInterval=30s \
+    -external.url="http://127.0.0.1:$VMALERT_PORT"
+  wait_for vmalert 30 vmalert_ready
+  log "vmalert ready: http://127.0.0.1:$VMALERT_PORT (rules: infra/alerting/rules/)"
+}
+
 create_topics() {
   local existing
   existing=$("$BIN/tansu" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null || true)
@@ -254,12 +287,14 @@ cmd_up() {
   up_clickhouse
   up_tansu
   create_topics
+  up_alertmanager
+  up_vmalert
   log "stack is up; 'infra/stack.sh env' prints the environment for clients"
 }
 
 cmd_down() {
   # Reverse order: the broker first (it writes to S3), S3 last.
-  for name in tansu clickhouse seaweedfs; do stop_one "$name"; done
+  for name in vmalert alertmanager tansu clickhouse seaweedfs; do stop_one "$name"; done
 }
 
 cmd_status() {
@@ -267,6 +302,8 @@ cmd_status() {
   s3_ready && echo "seaweedfs  up    http://127.0.0.1:$S3_PORT" || { echo "seaweedfs  down"; rc=1; }
   ch_ready && echo "clickhouse up    http://127.0.0.1:$CH_HTTP_PORT" || { echo "clickhouse down"; rc=1; }
   [ -x "$BIN/tansu" ] && kafka_ready && echo "tansu      up    127.0.0.1:$KAFKA_PORT" || { echo "tansu      down"; rc=1; }
+  am_ready && echo "alertmanager up  http://127.0.0.1:$ALERTMANAGER_PORT" || { echo "alertmanager down"; rc=1; }
+  vmalert_ready && echo "vmalert    up    http://127.0.0.1:$VMALERT_PORT" || { echo "vmalert    down"; rc=1; }
   return $rc
 }
 
@@ -288,11 +325,13 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   stop)
-    case "${2:-}" in seaweedfs|clickhouse|tansu) stop_one "$2" ;; *) die "stop what? seaweedfs|clickhouse|tansu" ;; esac ;;
+    case "${2:-}" in seaweedfs|clickhouse|tansu|alertmanager|vmalert) stop_one "$2" ;;
+      *) die "stop what? seaweedfs|clickhouse|tansu|alertmanager|vmalert" ;; esac ;;
   start)
     mkdir -p "$RUN" "$LOGS"
     case "${2:-}" in seaweedfs) up_seaweedfs ;; clickhouse) up_clickhouse ;; tansu) up_tansu ;;
-      *) die "start what? seaweedfs|clickhouse|tansu" ;; esac ;;
+      alertmanager) up_alertmanager ;; vmalert) up_vmalert ;;
+      *) die "start what? seaweedfs|clickhouse|tansu|alertmanager|vmalert" ;; esac ;;
   env) cmd_env ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -289,7 +289,10 @@ pub fn router(
     let mut app = api
         .merge(admin_routes)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(state.cfg.serving.max_body_bytes))
         .layer(middleware::map_response(close_after_too_large))
         .with_state(state.clone())

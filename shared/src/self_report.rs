@@ -49,7 +49,8 @@ pub fn events_from(
             match kind {
                 MetricType::GAUGE => push(f.name(), &tags, m.get_gauge().get_value()),
                 MetricType::COUNTER => {
-                    if let Some(d) = increase(previous, f.name(), &tags, m.get_counter().get_value())
+                    if let Some(d) =
+                        increase(previous, f.name(), &tags, m.get_counter().get_value())
                     {
                         push(f.name(), &tags, d);
                     }
@@ -57,7 +58,11 @@ pub fn events_from(
                 MetricType::HISTOGRAM => {
                     let h = m.get_histogram();
                     let bucket = format!("{}_bucket", f.name());
-                    for b in h.get_bucket().iter().filter(|b| b.upper_bound().is_finite()) {
+                    for b in h
+                        .get_bucket()
+                        .iter()
+                        .filter(|b| b.upper_bound().is_finite())
+                    {
                         let mut t = tags.clone();
                         t.insert("le".into(), le_label(b.upper_bound()));
                         let now = b.cumulative_count() as f64;
@@ -261,7 +266,10 @@ mod tests {
             .find(|e| e.metric_name == "strata_serving_request_seconds_count")
             .unwrap();
         assert_eq!(count.value, 2.0);
-        assert_eq!(count.tags.get("endpoint").map(String::as_str), Some("query"));
+        assert_eq!(
+            count.tags.get("endpoint").map(String::as_str),
+            Some("query")
+        );
         let sum = events
             .iter()
             .find(|e| e.metric_name == "strata_serving_request_seconds_sum")

@@ -3,6 +3,7 @@
 //! a private topic, dead-letter topic, ClickHouse database, lake folder and ports, so a test
 //! sees only its own data.
 
+pub mod alerting;
 pub mod catch_up;
 pub mod recorder;
 

@@ -107,7 +107,8 @@ impl ServingConfig {
             }
         }
         if !self.rules_url.is_empty()
-            && !(self.rules_url.starts_with("http://") || self.rules_url.starts_with("https://"))
+            && !self.rules_url.starts_with("http://")
+            && !self.rules_url.starts_with("https://")
         {
             return Err(ConfigError::key(
                 "serving.rules_url",
