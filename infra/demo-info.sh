@@ -30,6 +30,10 @@ minutes: the queries below answer once the first minute of load has ended (about
                     promtool query instant http://127.0.0.1:9090 'sum(rate(strata_serving_ingest_samples_total[5m]))'
                     promtool query instant http://127.0.0.1:8080 'sum(rate(strata_serving_ingest_samples_total[5m]))'
                     promtool query instant http://127.0.0.1:8080 'histogram_quantile(0.95, sum by (le) (rate(checkout_latency_milliseconds_bucket[5m])))'
+  Alerting          vmalert http://127.0.0.1:8880 evaluates infra/alerting/rules/ against Strata; alerts in
+                    Alertmanager http://127.0.0.1:9093 (UI), curl -s http://127.0.0.1:9093/api/v2/alerts
+                    rules and alerts through Strata: curl -s http://127.0.0.1:8080/api/v1/rules | /api/v1/alerts
+                    try one: pkill -f 'strata-speed run' → StrataSpeedNotReporting fires in ≈ 3 min; make run restarts it
   Dead letters      target/debug/strata-batch dead-letters list   (kept in the lake's dead_letters table; replay after a fix)
   S3 (SeaweedFS)    http://127.0.0.1:8333  (key/secret minioadmin)
   What runs         make status

@@ -18,7 +18,7 @@
 #                strata-serving (serving.listen, :8080) and writing results back to it by remote
 #                write; until strata-serving runs (`make run`) its rules report the datasource down
 # Topics: metrics-events (12 partitions) and metrics-events-dlq.
-# See ../shared/STACK.md (beside the repo) for why these servers and versions.
+# Why these servers and versions: README.md, "The two commands" and "Development".
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
