@@ -4,10 +4,10 @@
 //!
 //! Every `telemetry.self_report_interval` the service's registry is read: a gauge becomes one
 //! event with its value; a counter becomes one event with its *increase* since the previous
-//! report (so `rate(strata_speed_dead_letters_total_sum[5m])` is dead letters per second).
-//! A histogram reports its buckets (tag `le`), count and sum as counters. The metric's labels become tags (`source` is the service);
-//! a label that is not a valid tag key is renamed with a `label_` prefix. Reporting is best
-//! effort: a broker that is down costs these samples (logged), never the service's own work.
+//! report (so `rate(strata_speed_dead_letters_total_sum[5m])` is dead letters per second); a
+//! histogram's buckets (tag `le`), count and sum report as counters. The metric's labels become
+//! tags (`source` is the service); a label that is not a valid tag key is renamed with a
+//! `label_` prefix. Reporting is best effort: a broker that is down costs these samples (logged), never the service's own work.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,5 +1,6 @@
 //! The HTTP endpoints: [`prom`] (the Prometheus query API), [`json`] (the JSON API), [`admin`]
-//! (SQL and recompute jobs), [`rules`] (rules and alerts, forwarded to the rule evaluator), with [`params`] and [`response`] shared by all of them.
+//! (SQL and recompute jobs), [`rules`] (rules and alerts, forwarded to the rule evaluator), with
+//! [`params`] and [`response`] shared by all of them.
 
 pub mod admin;
 pub mod json;

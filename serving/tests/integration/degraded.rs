@@ -1,7 +1,7 @@
 //! Degraded answers, not failures, when a dependency is away: ClickHouse unreachable → the
 //! batch view alone with a warning; the lake unreadable → ClickHouse's minutes with a warning;
 //! a lake that cannot be opened → a 503 that names it (not the client's fault, a 4xx stays a
-//! 4xx).
+//! 4xx); a rule evaluator that does not answer → a 503 that names it, not an empty alert list.
 
 use crate::common;
 
@@ -126,4 +126,35 @@ async fn a_lake_that_cannot_be_opened_is_a_503_not_the_clients_fault() {
         .post_json("/api/v1/recompute", &json!({"from": 1, "to": 2}), &[])
         .await;
     assert_eq!(s, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_and_alerts_are_empty_without_an_evaluator_and_a_503_when_it_is_down() {
+    let fx = Fixture::new("rulesdown", 200, &[]).await;
+    // No evaluator configured: Prometheus' shapes, empty.
+    let server = fx.serve(&[]).await;
+    let (s, b) = server.get("/api/v1/rules", &[]).await;
+    assert_eq!(
+        (s, b),
+        (200, json!({"status": "success", "data": {"groups": []}}))
+    );
+    let (s, b) = server.get("/api/v1/alerts", &[]).await;
+    assert_eq!(
+        (s, b),
+        (200, json!({"status": "success", "data": {"alerts": []}}))
+    );
+    drop(server);
+    // An evaluator that does not answer is not "no alerts": a 503 naming the key.
+    let dead = format!("http://127.0.0.1:{}", strata_testkit::free_port());
+    let server = fx.serve(&[("STRATA__SERVING__RULES_URL", &dead)]).await;
+    for path in ["/api/v1/rules", "/api/v1/alerts"] {
+        let (s, b) = server.get(path, &[("type", "alert")]).await;
+        assert_eq!(s, 503, "{path}: {b}");
+        assert_eq!(b["status"], "error");
+        let error = b["error"].as_str().unwrap();
+        assert!(
+            error.contains("serving.rules_url") && error.contains(&dead),
+            "{path}: {error}"
+        );
+    }
 }

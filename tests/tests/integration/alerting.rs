@@ -97,6 +97,14 @@ struct Faults {
     stopped: AtomicBool,
 }
 
+impl Faults {
+    fn set_all(&self, on: bool) {
+        for f in [&self.shift, &self.spike, &self.breach, &self.stopped] {
+            f.store(on, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The level of `source` at `t` under the current faults (None: send nothing).
 fn level(f: &Faults, source: &str, t: i64) -> Option<f64> {
     let base = seasonal(t, source);
@@ -199,16 +207,21 @@ fn has(alerts: &[Alert], name: &str, source: &str) -> bool {
     alerts.iter().any(|a| a.key() == key(name, source))
 }
 
-/// vmalert's view of one alert through strata-serving's `/api/v1/alerts` (forwarded).
-async fn vmalert_alert(http: &reqwest::Client, serving: &str, name: &str) -> Option<Value> {
-    let v: Value = http
-        .get(format!("{serving}/api/v1/alerts"))
+/// `GET url?query` as JSON (None: no answer, or not JSON).
+async fn get_json(http: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Option<Value> {
+    http.get(url)
+        .query(query)
         .send()
         .await
         .ok()?
         .json()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// vmalert's view of one alert through strata-serving's `/api/v1/alerts` (forwarded).
+async fn vmalert_alert(http: &reqwest::Client, serving: &str, name: &str) -> Option<Value> {
+    let v = get_json(http, &format!("{serving}/api/v1/alerts"), &[]).await?;
     v["data"]["alerts"]
         .as_array()?
         .iter()
@@ -267,14 +280,9 @@ async fn alerts_from_the_pipeline_reach_alertmanager_and_resolve() {
     let mut seen = Seen::default();
 
     // Grafana's rule list and alert list come through strata-serving.
-    let listed: Value = http
-        .get(format!("{}/api/v1/rules", p.serving_url))
-        .send()
+    let listed = get_json(&http, &format!("{}/api/v1/rules", p.serving_url), &[])
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect("rules through strata-serving");
     let groups: BTreeSet<&str> = listed["data"]["groups"]
         .as_array()
         .expect("rule groups from vmalert")
@@ -339,18 +347,16 @@ async fn alerts_from_the_pipeline_reach_alertmanager_and_resolve() {
     );
 
     // Recording rules' results come back through remote write: the band is queryable.
-    let band: Value = http
-        .get(format!("{}/api/v1/query", p.serving_url))
-        .query(&[(
+    let band = get_json(
+        &http,
+        &format!("{}/api/v1/query", p.serving_url),
+        &[(
             "query",
             "last_over_time(anomaly:upper_band{anomaly_name=\"shop_latency_avg\",source=\"steady\"}[5m])",
-        )])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )],
+    )
+    .await
+    .expect("an answer");
     let upper: f64 = band["data"]["result"][0]["value"][1]
         .as_str()
         .unwrap_or_else(|| panic!("no recorded band: {band}"))
@@ -363,14 +369,7 @@ async fn alerts_from_the_pipeline_reach_alertmanager_and_resolve() {
     );
 
     // 2. Faults: each reaches Alertmanager with its labels and annotations.
-    for f in [
-        &faults.shift,
-        &faults.spike,
-        &faults.breach,
-        &faults.stopped,
-    ] {
-        f.store(true, Ordering::Relaxed);
-    }
+    faults.set_all(true);
     let expected = [
         key("AnomalousLevel", "shift"),
         key("AnomalousLevel", "spike"),
@@ -401,14 +400,7 @@ async fn alerts_from_the_pipeline_reach_alertmanager_and_resolve() {
     );
 
     // ... and resolves after its condition ends.
-    for f in [
-        &faults.shift,
-        &faults.spike,
-        &faults.breach,
-        &faults.stopped,
-    ] {
-        f.store(false, Ordering::Relaxed);
-    }
+    faults.set_all(false);
     until(
         &am,
         &mut seen,
@@ -438,18 +430,10 @@ async fn alerts_from_the_pipeline_reach_alertmanager_and_resolve() {
         Duration::from_secs(360),
         "StrataSpeedNotReporting firing",
         &vm,
-        |a| {
-            a.iter().any(|x| {
-                x.labels.get("alertname").map(String::as_str) == Some("StrataSpeedNotReporting")
-            })
-        },
+        |a| has(a, "StrataSpeedNotReporting", ""),
     )
     .await;
-    let speed = seen
-        .0
-        .values()
-        .find(|a| a.labels["alertname"] == "StrataSpeedNotReporting")
-        .unwrap();
+    let speed = &seen.0[&key("StrataSpeedNotReporting", "")];
     assert_eq!(speed.labels["component"], "speed");
     assert!(speed.annotations["runbook"].contains("strata-speed"));
     p.spawn("speed", &["strata-speed", "run"], &[]).unwrap();
@@ -459,11 +443,7 @@ async fn alerts_from_the_pipeline_reach_alertmanager_and_resolve() {
         Duration::from_secs(360),
         "StrataSpeedNotReporting resolved",
         &vm,
-        |a| {
-            !a.iter().any(|x| {
-                x.labels.get("alertname").map(String::as_str) == Some("StrataSpeedNotReporting")
-            })
-        },
+        |a| !has(a, "StrataSpeedNotReporting", ""),
     )
     .await;
     feeder.abort();
